@@ -1,0 +1,154 @@
+"""The flagged call, written once for every service: per call, ask the flags which transport to use, call it under one
+deadline budget, guard gRPC with the circuit breaker, fall back to REST on transport failures (never on domain
+errors), retry idempotent calls over REST with backoff and jitter, and record what happened.
+
+Fallback rules: breaker open, UNAVAILABLE (connection refused, server gone), UNIMPLEMENTED (method not migrated) and
+DEADLINE_EXCEEDED while budget remains go to REST. Every other error is the service's answer and propagates unchanged.
+gRPC gets one attempt per call: a transport failure moves to REST at once (that is the retry, on the other transport)
+rather than waiting out backoffs against a server that is gone.
+"""
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
+
+from adapters.breaker import AsyncBreaker, BreakerOpen
+from services.common import errors as E
+from transport import context
+from transport.metrics import CLIENT_CALLS, CLIENT_FALLBACKS, CLIENT_LATENCY, CLIENT_RETRIES
+
+T = TypeVar("T")
+Impl = TypeVar("Impl")
+
+DEFAULT_BUDGET_S = 30.0
+
+
+@dataclass(frozen=True)
+class MethodPolicy:
+    """idempotent: may be retried and replayed on the other transport (writes become so through idempotency keys);
+    read: may be shadowed (canary)."""
+
+    idempotent: bool = True
+    read: bool = True
+
+
+@dataclass
+class CallRecord:
+    """What one adapter call did; `last_call` holds the latest per context (for `fxplat call` and tests)."""
+
+    service: str
+    method: str
+    transport: str = ""
+    fallback_reason: str = ""
+    attempts: int = 0
+    latency_s: float = 0.0
+    code: str = "OK"
+    chosen: str = ""  # what the flags chose before any fallback
+
+    @property
+    def fell_back(self) -> bool:
+        return bool(self.fallback_reason)
+
+
+last_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("fxplat_last_call", default=None)
+routing_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("fxplat_routing_key", default=None)
+
+
+def transport_failure(exc: BaseException) -> bool:
+    """Errors that say the transport, not the service, failed: the breaker counts them, the adapter falls back."""
+    return isinstance(exc, (E.Unavailable, E.DeadlineExceeded, E.Unimplemented))
+
+
+def _fallback_reason(exc: BaseException) -> str | None:
+    if isinstance(exc, BreakerOpen):
+        return "breaker_open"
+    if isinstance(exc, E.Unimplemented):
+        return "unimplemented"
+    if isinstance(exc, E.Unavailable):
+        return "unavailable"
+    if isinstance(exc, E.DeadlineExceeded):
+        left = context.remaining()
+        return "deadline" if left is not None and left > 0 else None
+    return None
+
+
+@dataclass
+class FlaggedCaller(Generic[Impl]):
+    service: str
+    grpc: Impl | None  # None: no gRPC client configured for this service
+    rest: Impl
+    flags: Any  # adapters.flags evaluator: use_grpc(service, method, caller=, key=)
+    policies: dict[str, MethodPolicy]
+    caller: str = ""
+    breaker: AsyncBreaker | None = None
+    rest_attempts: int = 3
+    budget_s: float = DEFAULT_BUDGET_S
+    force: str | None = None  # "grpc" or "rest" pins the transport (fxplat call --transport), flags ignored
+    _policy_default: MethodPolicy = field(default_factory=MethodPolicy)
+
+    async def call(self, method: str, invoke: Callable[[Impl], Awaitable[T]], *, key: str | None = None) -> T:
+        record = CallRecord(self.service, method)
+        last_call.set(record)
+        start = time.perf_counter()
+        try:
+            with context.budget(self.budget_s if context.remaining() is None else None):
+                return await self._route(method, invoke, record, key if key is not None else routing_key.get())
+        except E.DomainError as exc:
+            record.code = exc.code
+            raise
+        finally:
+            record.latency_s = time.perf_counter() - start
+            CLIENT_CALLS.labels(self.service, method, record.transport or "none", record.code,
+                                "true" if record.fell_back else "false").inc()
+            if record.transport:
+                CLIENT_LATENCY.labels(self.service, method, record.transport).observe(record.latency_s)
+
+    def use_grpc(self, method: str, key: str | None) -> bool:
+        if self.force:
+            return self.force == "grpc"
+        return self.grpc is not None and self.flags.use_grpc(self.service, method, caller=self.caller, key=key)
+
+    async def _route(self, method: str, invoke, record: CallRecord, key: str | None):
+        if self.use_grpc(method, key):
+            record.chosen = "grpc"
+            try:
+                record.attempts += 1
+                record.transport = "grpc"
+                if self.breaker is None:
+                    return await invoke(self.grpc)
+                return await self.breaker.call(lambda: invoke(self.grpc))
+            except (E.DomainError, BreakerOpen) as exc:
+                reason = _fallback_reason(exc)
+                if reason is None or self.force == "grpc":
+                    if isinstance(exc, BreakerOpen):
+                        raise E.Unavailable(f"{self.service}: gRPC circuit open", reason="BREAKER_OPEN") from None
+                    raise
+                record.fallback_reason = reason
+                CLIENT_FALLBACKS.labels(self.service, method, reason).inc()
+        else:
+            record.chosen = "rest"
+        record.transport = "rest"
+        return await self._rest_with_retries(method, invoke, record)
+
+    async def _rest_with_retries(self, method: str, invoke, record: CallRecord):
+        policy = self.policies.get(method, self._policy_default)
+        attempts = self.rest_attempts if policy.idempotent else 1
+        left = context.remaining()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts) | stop_after_delay(max(0.0, left or 0.0)),
+            wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.05),
+            retry=retry_if_exception(lambda exc: isinstance(exc, E.Unavailable)),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                record.attempts += 1
+                if attempt.retry_state.attempt_number > 1:
+                    CLIENT_RETRIES.labels(self.service, method, "rest").inc()
+                return await invoke(self.rest)
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,34 @@
+"""Market Analysis through the flags: implements the MarketAnalysis interface over whichever transport each call gets."""
+from __future__ import annotations
+
+from adapters.core import FlaggedCaller, MethodPolicy
+from services.market_analysis.models import (
+    CandlePage,
+    CandlesQuery,
+    IndicatorRequest,
+    IndicatorResult,
+    MarketAnalysis,
+    MarketSummary,
+    SummaryQuery,
+    SymbolInfo,
+)
+
+POLICIES = {m: MethodPolicy(idempotent=True, read=True)
+            for m in ("ListSymbols", "GetCandles", "ComputeIndicators", "AnalyzeMarket")}
+
+
+class MarketAnalysisAdapter:
+    def __init__(self, caller: FlaggedCaller[MarketAnalysis]) -> None:
+        self.caller = caller
+
+    async def list_symbols(self) -> list[SymbolInfo]:
+        return await self.caller.call("ListSymbols", lambda c: c.list_symbols())
+
+    async def get_candles(self, query: CandlesQuery) -> CandlePage:
+        return await self.caller.call("GetCandles", lambda c: c.get_candles(query))
+
+    async def compute_indicators(self, request: IndicatorRequest) -> IndicatorResult:
+        return await self.caller.call("ComputeIndicators", lambda c: c.compute_indicators(request))
+
+    async def analyze_market(self, query: SummaryQuery) -> MarketSummary:
+        return await self.caller.call("AnalyzeMarket", lambda c: c.analyze_market(query))

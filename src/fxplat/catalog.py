@@ -1,0 +1,69 @@
+"""The platform's services: for each, how to build its domain and its two skins. The runner and the tests start
+services only through this table, so a new service is one entry here."""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from fastapi import APIRouter
+
+from transport.rest_app import create_app
+from transport.server import ServiceHost
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    name: str
+    title: str
+    description: str
+    grpc_service: str  # full proto service name
+    # Builds the domain implementation; returns (impl, async closer or None).
+    build: Callable[["BuildContext"], Awaitable[tuple[Any, Callable[[], Awaitable[None]] | None]]]
+    grpc_handler: Callable[[Any], grpc.GenericRpcHandler]
+    rest_router: Callable[[Any], APIRouter]
+
+
+@dataclass
+class BuildContext:
+    data_dir: Path | None
+
+
+async def _market_analysis(ctx: BuildContext):
+    from services.market_analysis.domain import MarketAnalysisDomain
+
+    domain = MarketAnalysisDomain(ctx.data_dir)
+    await domain.warm()
+    return domain, None
+
+
+def _entries() -> dict[str, ServiceEntry]:
+    from services.market_analysis import grpc as ma_grpc
+    from services.market_analysis import rest as ma_rest
+
+    return {
+        "market_analysis": ServiceEntry(
+            "market_analysis", "fxplat Market Analysis",
+            "Market data (OHLCV candles), technical indicators and market summaries for FX symbols.",
+            ma_grpc.SERVICE, _market_analysis, ma_grpc.handler, ma_rest.router),
+    }
+
+
+CATALOG = _entries()
+
+
+async def build_host(name: str, ctx: BuildContext, host: str, rest_port: int, grpc_port: int,
+                     grpc_enabled: bool = True) -> ServiceHost:
+    """Build a service's domain and both skins, bound but not yet started (call `await h.start()`)."""
+    entry = CATALOG[name]
+    impl, closer = await entry.build(ctx)
+    app = create_app(entry.title, entry.description)
+    app.include_router(entry.rest_router(impl))
+    svc = ServiceHost(name, host, app, entry.grpc_handler(impl) if grpc_enabled else None, entry.grpc_service,
+                      rest_port, grpc_port)
+    svc.impl = impl  # type: ignore[attr-defined]  # the domain, for in-process inspection (tests, status)
+    if closer:
+        svc.closers.append(closer)
+    return svc

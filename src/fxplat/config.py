@@ -1,0 +1,54 @@
+"""Where things are: the data directory and each service's endpoints (defaults from DESIGN.md, overridable by env)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICES = ("market_analysis", "causal_analysis", "backtesting", "analysis_coordinator")
+DEFAULT_PORTS = {  # (REST, gRPC)
+    "market_analysis": (8001, 50051),
+    "causal_analysis": (8002, 50052),
+    "backtesting": (8003, 50053),
+    "analysis_coordinator": (8004, 50054),
+}
+DEFAULT_HOST = "127.0.0.1"
+
+
+def data_dir(explicit: str | Path | None = None) -> Path:
+    """--data-dir, else FXPLAT_DATA_DIR, else $XDG_DATA_HOME/fxplat (~/.local/share/fxplat)."""
+    if explicit:
+        path = Path(explicit)
+    elif os.environ.get("FXPLAT_DATA_DIR"):
+        path = Path(os.environ["FXPLAT_DATA_DIR"])
+    else:
+        path = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "fxplat"
+    path = path.expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _env(service: str, what: str) -> str | None:
+    return os.environ.get(f"FXPLAT_{service.upper()}_{what}")
+
+
+def host() -> str:
+    return os.environ.get("FXPLAT_HOST", DEFAULT_HOST)
+
+
+def ports(service: str) -> tuple[int, int]:
+    rest, grpc = DEFAULT_PORTS[service]
+    return int(_env(service, "REST_PORT") or rest), int(_env(service, "GRPC_PORT") or grpc)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    rest_url: str  # e.g. http://127.0.0.1:8001
+    grpc_target: str  # e.g. 127.0.0.1:50051 or dns:///market.ns.svc:50051
+
+
+def endpoint(service: str) -> Endpoint:
+    """Where clients reach `service`: FXPLAT_<SERVICE>_REST_URL / _GRPC_TARGET, else the default host and ports."""
+    rest, grpc = ports(service)
+    h = host()
+    return Endpoint(_env(service, "REST_URL") or f"http://{h}:{rest}", _env(service, "GRPC_TARGET") or f"{h}:{grpc}")

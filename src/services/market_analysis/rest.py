@@ -1,0 +1,232 @@
+"""Market Analysis over REST: the FastAPI skin and the client, with the JSON shapes (the contract existing REST consumers
+use: conventional JSON, a candle is an object, ISO-8601 UTC times, NaN as null) declared once as pydantic models.
+
+Large responses are built from numpy columns with orjson instead of per-row pydantic objects (10x faster); the pydantic
+models still declare the shape for OpenAPI.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import httpx
+import numpy as np
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from services.common.market_types import CandleSeries, TimeRange, Timeframe
+from services.market_analysis.models import (
+    DEFAULT_CANDLES_PER_PAGE,
+    CandlePage,
+    CandlesQuery,
+    IndicatorOutput,
+    IndicatorRequest,
+    IndicatorResult,
+    IndicatorSpec,
+    MarketAnalysis,
+    MarketSummary,
+    Regime,
+    SummaryQuery,
+    SymbolInfo,
+    TrendDirection,
+)
+from transport import rest_client
+from transport.rest_app import PROBLEM_RESPONSES, from_nullable, iso_times, nullable, unix_times
+
+TIMEFRAME_DOC = "Bar length: " + ", ".join(t.value for t in Timeframe)
+
+
+# --- JSON shapes ----------------------------------------------------------------------------------------------------
+
+class SymbolOut(BaseModel):
+    symbol: str
+    description: str
+    base: str
+    quote: str
+    pip_size: float
+    digits: int
+    source: str = Field(description="synthetic or imported")
+    first_time: datetime
+    last_time: datetime
+
+
+class SymbolsOut(BaseModel):
+    symbols: list[SymbolOut]
+
+
+class Candle(BaseModel):
+    time: datetime = Field(description="bar open time, ISO-8601 UTC")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class CandlesOut(BaseModel):
+    symbol: str
+    timeframe: str
+    candles: list[Candle]
+    next_page_token: str = Field("", description="pass as page_token to get the next page; empty on the last page")
+
+
+class IndicatorIn(BaseModel):
+    name: str = Field(description="sma, ema, rsi, macd, bollinger or atr")
+    params: dict[str, float] = Field(default_factory=dict, description="e.g. {\"period\": 20}; defaults fill the rest")
+
+
+class IndicatorsIn(BaseModel):
+    symbol: str
+    timeframe: str = Field("H1", description=TIMEFRAME_DOC)
+    start: datetime | None = Field(None, description="inclusive, ISO-8601; default: first bar")
+    end: datetime | None = Field(None, description="exclusive, ISO-8601; default: after the last bar")
+    indicators: list[IndicatorIn]
+
+
+class IndicatorOut(BaseModel):
+    name: str
+    params: dict[str, float]
+    lines: dict[str, list[float | None]] = Field(description="line name -> one value per bar, null during warm-up")
+
+
+class IndicatorsOut(BaseModel):
+    symbol: str
+    timeframe: str
+    time: list[datetime]
+    outputs: list[IndicatorOut]
+
+
+class SummaryOut(BaseModel):
+    symbol: str
+    timeframe: str
+    as_of: datetime
+    bars: int
+    last_price: float
+    change_pct: float
+    trend: TrendDirection
+    trend_strength: float
+    atr: float
+    realized_volatility: float
+    regime: Regime
+    support: list[float]
+    resistance: list[float]
+
+
+def _iso(dt: datetime) -> str:
+    return iso_times([int(dt.timestamp())])[0]
+
+
+def symbol_json(s: SymbolInfo) -> dict:
+    return {"symbol": s.symbol, "description": s.description, "base": s.base, "quote": s.quote, "pip_size": s.pip_size,
+            "digits": s.digits, "source": s.source, "first_time": _iso(s.first_time), "last_time": _iso(s.last_time)}
+
+
+def candles_json(page: CandlePage) -> dict:
+    s = page.series
+    keys = CandleSeries.COLUMNS
+    rows = zip(iso_times(s.time), s.open.tolist(), s.high.tolist(), s.low.tolist(), s.close.tolist(), s.volume.tolist())
+    return {"symbol": s.symbol, "timeframe": s.timeframe.value, "candles": [dict(zip(keys, r)) for r in rows],
+            "next_page_token": page.next_page_token}
+
+
+def indicators_json(r: IndicatorResult) -> dict:
+    return {"symbol": r.symbol, "timeframe": r.timeframe.value, "time": iso_times(r.time),
+            "outputs": [{"name": o.name, "params": o.params, "lines": {k: nullable(v) for k, v in o.lines.items()}}
+                        for o in r.outputs]}
+
+
+def summary_json(s: MarketSummary) -> dict:
+    return {"symbol": s.symbol, "timeframe": s.timeframe.value, "as_of": _iso(s.as_of), "bars": s.bars,
+            "last_price": s.last_price, "change_pct": s.change_pct, "trend": s.trend.value,
+            "trend_strength": s.trend_strength, "atr": s.atr, "realized_volatility": s.realized_volatility,
+            "regime": s.regime.value, "support": list(s.support), "resistance": list(s.resistance)}
+
+
+# --- server skin ----------------------------------------------------------------------------------------------------
+
+SymbolPath = Annotated[str, Path(description="e.g. EURUSD")]
+TimeframeQ = Annotated[str, Query(description=TIMEFRAME_DOC)]
+StartQ = Annotated[datetime | None, Query(description="inclusive, ISO-8601 (UTC if no offset)")]
+EndQ = Annotated[datetime | None, Query(description="exclusive, ISO-8601 (UTC if no offset)")]
+
+
+def router(impl: MarketAnalysis) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["market-analysis"], responses=PROBLEM_RESPONSES)
+
+    @api.get("/symbols", response_model=SymbolsOut, summary="List symbols")
+    async def list_symbols():
+        return {"symbols": [symbol_json(s) for s in await impl.list_symbols()]}
+
+    @api.get("/candles/{symbol}", response_model=CandlesOut, summary="Get candles (paged, up to 200,000 per page)")
+    async def get_candles(symbol: SymbolPath, timeframe: TimeframeQ = "H1", start: StartQ = None, end: EndQ = None,
+                          limit: Annotated[int, Query(description="bars per page, 1..200000")] = DEFAULT_CANDLES_PER_PAGE,
+                          page_token: Annotated[str, Query(description="from a previous page")] = ""):
+        query = CandlesQuery(symbol, Timeframe.parse(timeframe), TimeRange(start, end), limit, page_token)
+        return candles_json(await impl.get_candles(query))
+
+    @api.post("/indicators", response_model=IndicatorsOut, summary="Compute indicators")
+    async def compute_indicators(body: IndicatorsIn):
+        request = IndicatorRequest(body.symbol, Timeframe.parse(body.timeframe), TimeRange(body.start, body.end),
+                                   tuple(IndicatorSpec(i.name, dict(i.params)) for i in body.indicators))
+        return indicators_json(await impl.compute_indicators(request))
+
+    @api.get("/market-summary/{symbol}", response_model=SummaryOut, summary="Analyze the market of a symbol")
+    async def analyze_market(symbol: SymbolPath, timeframe: TimeframeQ = "H1", start: StartQ = None, end: EndQ = None):
+        return summary_json(await impl.analyze_market(SummaryQuery(symbol, Timeframe.parse(timeframe),
+                                                                   TimeRange(start, end))))
+
+    return api
+
+
+# --- client ---------------------------------------------------------------------------------------------------------
+
+def _range_params(r: TimeRange) -> dict:
+    return {"start": r.start and _iso(r.start), "end": r.end and _iso(r.end)}
+
+
+def _dt(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+class MarketAnalysisRestClient:
+    """MarketAnalysis over an httpx client (made by the client factory) whose base_url is the service's REST root."""
+
+    transport = "rest"
+
+    def __init__(self, http: httpx.AsyncClient, headers: dict[str, str] | None = None) -> None:
+        self._http = http
+        self._headers = headers or {}
+
+    async def _call(self, method: str, path: str, **kw):
+        return await rest_client.call(self._http, method, path, headers=self._headers, **kw)
+
+    async def list_symbols(self) -> list[SymbolInfo]:
+        body = await self._call("GET", "/v1/symbols")
+        return [SymbolInfo(s["symbol"], s["description"], s["base"], s["quote"], s["pip_size"], s["digits"],
+                           s["source"], _dt(s["first_time"]), _dt(s["last_time"])) for s in body["symbols"]]
+
+    async def get_candles(self, query: CandlesQuery) -> CandlePage:
+        body = await self._call("GET", f"/v1/candles/{query.symbol}", params={
+            "timeframe": query.timeframe.value, "limit": query.limit, "page_token": query.page_token,
+            **_range_params(query.range)})
+        rows = body["candles"]
+        cols = {c: np.array([r[c] for r in rows], dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
+        series = CandleSeries(body["symbol"], Timeframe(body["timeframe"]), unix_times([r["time"] for r in rows]), **cols)
+        return CandlePage(series, body["next_page_token"])
+
+    async def compute_indicators(self, request: IndicatorRequest) -> IndicatorResult:
+        body = await self._call("POST", "/v1/indicators", body={
+            "symbol": request.symbol, "timeframe": request.timeframe.value, **_range_params(request.range),
+            "indicators": [{"name": s.name, "params": s.params} for s in request.indicators]})
+        return IndicatorResult(
+            body["symbol"], Timeframe(body["timeframe"]), unix_times(body["time"]),
+            tuple(IndicatorOutput(o["name"], o["params"], {k: from_nullable(v) for k, v in o["lines"].items()})
+                  for o in body["outputs"]))
+
+    async def analyze_market(self, query: SummaryQuery) -> MarketSummary:
+        b = await self._call("GET", f"/v1/market-summary/{query.symbol}",
+                             params={"timeframe": query.timeframe.value, **_range_params(query.range)})
+        return MarketSummary(b["symbol"], Timeframe(b["timeframe"]), _dt(b["as_of"]), b["bars"], b["last_price"],
+                             b["change_pct"], TrendDirection(b["trend"]), b["trend_strength"], b["atr"],
+                             b["realized_volatility"], Regime(b["regime"]), tuple(b["support"]),
+                             tuple(b["resistance"]))

@@ -1,0 +1,552 @@
+"""Imported market data: CSV import into an SQLite store, and a cached reader.
+
+The store is the file `market.sqlite` in the data directory: table `candles` holds the bars by
+(symbol, timeframe, time) and table `imports` one row per imported (symbol, timeframe) with its extent and the price
+precision seen in the file. Each import of a (symbol, timeframe) replaces the previous one in a single transaction, so
+readers see either the old data or the new, never a mix.
+
+CSV format
+----------
+* Header row required; names are matched case-insensitively and surrounding spaces are ignored. Delimiter: comma,
+  semicolon, tab or pipe (detected from the header).
+* Time column: the first of `time`, `date`, `datetime`, `timestamp` present; when both `date` and `time` exist (as
+  MetaTrader exports them) they are joined. Accepted values: ISO-8601 with or without a zone (naive times are UTC),
+  e.g. `2025-01-02T13:00:00Z`, `2025-01-02 13:00:00`, `2025-01-02`; `2025.01.02 13:00` (MetaTrader); or a plain
+  number, read as unix seconds, or as unix milliseconds when >= 1e11. Sub-second parts are truncated.
+* `open`, `high`, `low`, `close` required; `volume` optional (0 when absent). Other columns are ignored.
+* Every row is validated before anything is written: numbers must parse and be finite, prices positive, volume not
+  negative, low <= open, close <= high, no duplicate times. Rows may be in any order (they are sorted). The first
+  problem is reported as `line N: column 'c': …` (N is the 1-based line in the file, the header being line 1); up to
+  ten problems are listed as field violations.
+* Timeframe: when not given it is inferred as the most common spacing between consecutive bars, which must be one of
+  the supported timeframes. Bars closer together than half the timeframe are rejected.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import sqlite3
+import threading
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from services.common.errors import FieldViolation, InvalidArgument
+from services.common.market_types import CandleSeries, Timeframe, from_unix
+
+DB_FILE = "market.sqlite"
+SYMBOL_PATTERN = re.compile(r"[A-Z0-9]{3,12}")
+TIME_COLUMNS = ("time", "date", "datetime", "timestamp")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+EPOCH_MILLIS_THRESHOLD = 1e11  # larger plain numbers are milliseconds (1e11 s would be the year 5138)
+MAX_REPORTED_PROBLEMS = 10
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS candles (
+    symbol TEXT NOT NULL, timeframe TEXT NOT NULL, time INTEGER NOT NULL,
+    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL, volume REAL NOT NULL,
+    PRIMARY KEY (symbol, timeframe, time)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS imports (
+    symbol TEXT NOT NULL, timeframe TEXT NOT NULL, rows INTEGER NOT NULL,
+    first_time INTEGER NOT NULL, last_time INTEGER NOT NULL, digits INTEGER NOT NULL,
+    source TEXT NOT NULL, imported_at INTEGER NOT NULL,
+    PRIMARY KEY (symbol, timeframe)
+);
+"""
+
+# Bumped by every import in this process, so readers notice a change even within the file's mtime resolution.
+_generation = 0
+_generation_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    symbol: str
+    timeframe: Timeframe
+    rows: int
+    first_time: datetime
+    last_time: datetime
+    replaced_rows: int  # rows of the previous import of this symbol and timeframe that were replaced
+
+
+@dataclass(frozen=True)
+class ImportedTimeframe:
+    """One imported (symbol, timeframe): its extent and the decimals its prices were written with."""
+
+    symbol: str
+    timeframe: Timeframe
+    rows: int
+    first_time: datetime
+    last_time: datetime
+    digits: int
+
+
+def db_path(data_dir: Path) -> Path:
+    return Path(data_dir) / DB_FILE
+
+
+def validate_symbol(symbol: str) -> str:
+    """Upper-cased symbol if it is 3-12 letters or digits, else InvalidArgument(field='symbol')."""
+    normalized = str(symbol).strip().upper()
+    if not SYMBOL_PATTERN.fullmatch(normalized):
+        raise InvalidArgument(
+            f"invalid symbol {symbol!r}: use 3 to 12 letters or digits, e.g. EURUSD", field="symbol"
+        )
+    return normalized
+
+
+# --- import ----------------------------------------------------------------------------------------------------------
+
+
+def import_csv(path: Path, symbol: str, timeframe: Timeframe | str | None, data_dir: Path) -> ImportReport:
+    """Validate the whole CSV at `path`, then store it as the bars of `symbol` at `timeframe` (inferred when None),
+    replacing any previous import of that symbol and timeframe. Raises InvalidArgument and writes nothing when any
+    row is bad (see the module docstring for the format)."""
+    symbol = validate_symbol(symbol)
+    tf = Timeframe.parse(timeframe) if timeframe is not None else None
+    bars = parse_csv(Path(path))
+    tf = _check_timeframe(bars, tf)
+    replaced = _write(db_path(data_dir), symbol, tf, bars, source=str(path))
+    return ImportReport(
+        symbol=symbol,
+        timeframe=tf,
+        rows=len(bars.time),
+        first_time=from_unix(bars.time[0]),
+        last_time=from_unix(bars.time[-1]),
+        replaced_rows=replaced,
+    )
+
+
+@dataclass(frozen=True)
+class ParsedBars:
+    """Validated bars sorted by time, with the file line of each bar (for later error messages)."""
+
+    time: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    line: np.ndarray
+    digits: int
+
+
+def parse_csv(path: Path) -> ParsedBars:
+    """Read and validate a CSV file into sorted bars; InvalidArgument on the first problem (by file line)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InvalidArgument(f"file not found: {path}", field="path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidArgument(f"cannot read {path}: {e}", field="path") from None
+    return parse_csv_text(text, name=str(path))
+
+
+def parse_csv_text(text: str, name: str = "the file") -> ParsedBars:
+    if not text.strip():
+        raise InvalidArgument(f"{name} is empty: expected a header row and data rows", field="file")
+    header_line = text.lstrip("\r\n").splitlines()[0]
+    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(header_line))
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        if header is None:
+            header = [h.strip().lower() for h in row]
+            continue
+        rows.append(row)
+        lines.append(reader.line_num)
+    assert header is not None
+    columns = _locate_columns(header)
+    if not rows:
+        raise InvalidArgument(f"{name} has a header but no data rows", field="file")
+    cells = _cells_by_column(rows, lines, len(header), columns)
+    time_label = "date' + 'time" if isinstance(columns["time"], tuple) else header[columns["time"]]
+    return _validate(cells, np.asarray(lines, dtype=np.int64), time_label)
+
+
+def _delimiter(header_line: str) -> str:
+    counts = {d: header_line.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.__getitem__)
+    return best if counts[best] else ","
+
+
+def _locate_columns(header: list[str]) -> dict[str, int | tuple[int, int]]:
+    """Map logical column -> index in the header; 'time' may be a (date, time) pair."""
+    index = {name: i for i, name in reversed(list(enumerate(header)))}  # first occurrence wins
+    found: dict[str, int | tuple[int, int]] = {}
+    if "date" in index and "time" in index:
+        found["time"] = (index["date"], index["time"])
+    else:
+        for name in TIME_COLUMNS:
+            if name in index:
+                found["time"] = index[name]
+                break
+    missing = [c for c in ("time", *PRICE_COLUMNS) if c not in found and c not in index]
+    if missing:
+        wanted = "a time column (time, date, datetime or timestamp)" if "time" in missing else ""
+        names = [c for c in missing if c != "time"]
+        parts = [p for p in (wanted, ", ".join(names)) if p]
+        raise InvalidArgument(
+            f"the header lacks required column(s): {'; '.join(parts)}; header is {', '.join(header)}", field="file"
+        )
+    for name in (*PRICE_COLUMNS, "volume"):
+        if name in index:
+            found[name] = index[name]
+    return found
+
+
+def _cells_by_column(
+    rows: list[list[str]], lines: list[int], width: int, columns: dict[str, int | tuple[int, int]]
+) -> dict[str, np.ndarray]:
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    needed = max(max(i) if isinstance(i, tuple) else i for i in columns.values()) + 1
+    if (lengths > width).any():
+        k = int(np.argmax(lengths > width))
+        raise InvalidArgument(
+            f"line {lines[k]}: {lengths[k]} fields but the header has {width} "
+            "(a decimal comma in a comma-separated file?)",
+            field="file",
+        )
+    if (lengths < needed).any():
+        k = int(np.argmax(lengths < needed))
+        name = next(
+            n for n, i in columns.items() if (max(i) if isinstance(i, tuple) else i) >= lengths[k]
+        )
+        raise InvalidArgument(f"line {lines[k]}: column '{name}': missing value", field="file")
+    if (lengths < width).any():
+        rows = [r + [""] * (width - len(r)) for r in rows]
+    by_index = list(zip(*rows))
+    cells: dict[str, np.ndarray] = {}
+    for name, i in columns.items():
+        if isinstance(i, tuple):
+            date, clock = (np.array(by_index[j], dtype=str) for j in i)
+            cells[name] = np.char.add(np.char.add(date, " "), clock)
+        else:
+            cells[name] = np.array(by_index[i], dtype=str)
+    return cells
+
+
+class _Problems:
+    """Collects row problems found by vectorised checks; raises with the earliest in file order."""
+
+    def __init__(self, lines: np.ndarray) -> None:
+        self.lines = lines
+        self.found: list[tuple[int, int, str]] = []  # (line, column rank, message)
+
+    def check(self, bad: np.ndarray, column: str, message: Callable[[int], str]) -> None:
+        rank = _COLUMN_ORDER.index(column)
+        for k in np.flatnonzero(bad)[:MAX_REPORTED_PROBLEMS]:
+            self.found.append((int(self.lines[k]), rank, message(int(k))))
+
+    def raise_if_any(self) -> None:
+        if not self.found:
+            return
+        self.found.sort()
+        messages = [f"line {line}: {text}" for line, _, text in self.found[:MAX_REPORTED_PROBLEMS]]
+        raise InvalidArgument(messages[0], violations=[FieldViolation("file", m) for m in messages])
+
+
+_COLUMN_ORDER = ("time", *PRICE_COLUMNS, "volume")
+
+
+def _validate(cells: dict[str, np.ndarray], lines: np.ndarray, time_label: str) -> ParsedBars:
+    problems = _Problems(lines)
+    raw_time = cells["time"]
+    time = _parse_times(raw_time)
+    valid_time = time != _BAD_TIME
+    problems.check(
+        ~valid_time,
+        "time",
+        lambda k: _describe_bad(
+            time_label, raw_time[k], "is not a valid time (expected ISO-8601 such as 2025-01-02T13:00:00Z, "
+            "or unix seconds or milliseconds)"
+        ),
+    )
+    order = np.argsort(time, kind="stable")  # stable: equal times keep file order
+    sorted_time = time[order]
+    repeat = np.r_[False, (sorted_time[1:] == sorted_time[:-1]) & (sorted_time[1:] != _BAD_TIME)]
+    duplicate = np.zeros(len(time), dtype=bool)
+    duplicate[order[repeat]] = True
+    first_seen = np.zeros(len(time), dtype=np.int64)
+    first_seen[order[repeat]] = lines[order[np.flatnonzero(repeat) - 1]]
+    problems.check(
+        duplicate,
+        "time",
+        lambda k: f"column '{time_label}': duplicate time {from_unix(time[k]).isoformat()} "
+        f"(already on line {first_seen[k]})",
+    )
+
+    values: dict[str, np.ndarray] = {}
+    for name in (*PRICE_COLUMNS, "volume"):
+        if name not in cells:
+            values[name] = np.zeros(len(lines))
+            continue
+        text = cells[name]
+        number = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(number)
+        number[bad] = np.nan  # comparisons below are then False: one problem per cell
+        values[name] = number
+        problems.check(bad, name, lambda k, n=name, t=text: _describe_bad(n, t[k], "is not a number"))
+        if name == "volume":
+            problems.check(number < 0, name, lambda k, v=number: f"column 'volume': {v[k]:g} is negative")
+        else:
+            problems.check(
+                number <= 0, name, lambda k, n=name, v=number: f"column '{n}': price must be positive, got {v[k]:g}"
+            )
+
+    o, h, low, c = (values[n] for n in PRICE_COLUMNS)
+    problems.check(h < low, "high", lambda k: f"column 'high': high {h[k]:g} is below low {low[k]:g}")
+    for name, v in (("open", o), ("close", c)):
+        problems.check(
+            (h >= low) & ((v < low) | (v > h)),
+            name,
+            lambda k, n=name, v=v: f"column '{n}': {n} {v[k]:g} is outside the bar's range "
+            f"[low {low[k]:g}, high {h[k]:g}]",
+        )
+    problems.raise_if_any()
+
+    return ParsedBars(
+        time=np.ascontiguousarray(sorted_time),
+        open=o[order],
+        high=h[order],
+        low=low[order],
+        close=c[order],
+        volume=values["volume"][order],
+        line=lines[order],
+        digits=_decimals(cells["close"]),
+    )
+
+
+def _describe_bad(column: str, text: str, what: str) -> str:
+    text = str(text).strip()
+    return f"column '{column}': missing value" if not text else f"column '{column}': {text!r} {what}"
+
+
+_BAD_TIME = np.iinfo(np.int64).min
+_METATRADER_DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})")
+
+
+def _parse_times(text: np.ndarray) -> np.ndarray:
+    """Unix seconds per cell; _BAD_TIME where the cell is not a time."""
+    series = pd.Series(text, dtype=object).str.strip()
+    number = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+    numeric = np.isfinite(number)
+    seconds = np.full(len(text), _BAD_TIME, dtype=np.int64)
+    epoch = np.where(np.abs(number) >= EPOCH_MILLIS_THRESHOLD, number / 1000.0, number)
+    seconds[numeric] = np.floor(epoch[numeric]).astype(np.int64)
+    if not numeric.all():
+        iso = series[~numeric].str.replace(_METATRADER_DATE, r"\1-\2-\3", regex=True)
+        parsed = pd.to_datetime(iso, utc=True, format="ISO8601", errors="coerce")
+        ok = parsed.notna().to_numpy()
+        whole = (parsed[ok] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+        idx = np.flatnonzero(~numeric)[ok]
+        seconds[idx] = whole.to_numpy(dtype=np.int64)
+    return seconds
+
+
+def _decimals(text: np.ndarray) -> int:
+    """Most decimals written in a price column (how precisely the source quotes), capped at 10."""
+    s = pd.Series(text, dtype=object).str.strip()
+    point = s.str.rfind(".")
+    decimals = np.where(point >= 0, s.str.len() - point - 1, 0)
+    return int(min(10, max(0, decimals.max())))
+
+
+def infer_timeframe(time: np.ndarray) -> Timeframe:
+    """The timeframe whose length is the most common spacing between consecutive (sorted) bar times."""
+    hint = "; pass the timeframe explicitly (--timeframe)"
+    if len(time) < 2:
+        raise InvalidArgument(f"cannot infer the timeframe from a single bar{hint}", field="timeframe")
+    spacing, counts = np.unique(np.diff(time), return_counts=True)
+    common = int(spacing[np.argmax(counts)])
+    for tf in Timeframe:
+        if tf.seconds == common:
+            return tf
+    raise InvalidArgument(
+        f"cannot infer the timeframe: the most common spacing between bars is {common} s, which is none of "
+        f"{', '.join(f'{t.value} ({t.seconds} s)' for t in Timeframe)}{hint}",
+        field="timeframe",
+    )
+
+
+def _check_timeframe(bars: ParsedBars, tf: Timeframe | None) -> Timeframe:
+    tf = tf or infer_timeframe(bars.time)
+    gap = np.diff(bars.time)
+    too_close = np.r_[False, gap < tf.seconds / 2]
+    if too_close.any():
+        k = int(np.argmax(too_close))
+        raise InvalidArgument(
+            f"line {bars.line[k]}: column 'time': bar is only {gap[k - 1]} s after the previous one "
+            f"(line {bars.line[k - 1]}), too close for timeframe {tf.value}",
+            field="timeframe",
+        )
+    return tf
+
+
+# --- storage ---------------------------------------------------------------------------------------------------------
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+def _write(path: Path, symbol: str, tf: Timeframe, bars: ParsedBars, source: str) -> int:
+    """Replace the stored bars of (symbol, tf) by `bars` in one transaction; returns the number of rows replaced."""
+    global _generation
+    rows = zip(
+        repeat(symbol),
+        repeat(tf.value),
+        bars.time.tolist(),
+        bars.open.tolist(),
+        bars.high.tolist(),
+        bars.low.tolist(),
+        bars.close.tolist(),
+        bars.volume.tolist(),
+    )
+    conn = _connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            replaced = conn.execute(
+                "DELETE FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, tf.value)
+            ).rowcount
+            conn.executemany(
+                "INSERT INTO candles VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO imports VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    symbol,
+                    tf.value,
+                    len(bars.time),
+                    int(bars.time[0]),
+                    int(bars.time[-1]),
+                    bars.digits,
+                    source,
+                    int(_time.time()),
+                ),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+    with _generation_lock:
+        _generation += 1
+    return max(replaced, 0)
+
+
+# --- reading ---------------------------------------------------------------------------------------------------------
+
+
+class ImportedStore:
+    """Read side of the store, cached: catalogue and series are re-read only when the database file changes (its
+    mtime, size or inode, or an import in this process), so a running service sees new imports. Thread-safe."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = db_path(Path(data_dir))
+        self._lock = threading.Lock()
+        self._version: tuple | None = None
+        self._catalog: dict[str, list[ImportedTimeframe]] = {}
+        self._series: dict[tuple[str, Timeframe], CandleSeries] = {}
+
+    @property
+    def version(self) -> tuple:
+        """Changes whenever the stored data may have changed; usable as part of a cache key."""
+        with self._lock:
+            self._refresh()
+            return self._version  # type: ignore[return-value]
+
+    def symbols(self) -> list[str]:
+        with self._lock:
+            self._refresh()
+            return sorted(self._catalog)
+
+    def timeframes(self, symbol: str) -> list[ImportedTimeframe]:
+        """Imported timeframes of `symbol`, finest first (empty when none)."""
+        with self._lock:
+            self._refresh()
+            return list(self._catalog.get(symbol, ()))
+
+    def load(self, symbol: str, timeframe: Timeframe | None = None) -> CandleSeries | None:
+        """Imported bars of `symbol` at `timeframe` exactly as imported (None = its finest imported timeframe);
+        None when there is no such import. Arrays are read-only."""
+        with self._lock:
+            self._refresh()
+            imported = self._catalog.get(symbol)
+            if not imported:
+                return None
+            tf = imported[0].timeframe if timeframe is None else timeframe
+            if all(i.timeframe is not tf for i in imported):
+                return None
+            key = (symbol, tf)
+            if key not in self._series:
+                self._series[key] = self._read_series(symbol, tf)
+            return self._series[key]
+
+    def _refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+            version: tuple = (st.st_mtime_ns, st.st_size, st.st_ino, _generation)
+        except FileNotFoundError:
+            version = (None, _generation)
+        if version == self._version:
+            return
+        self._series.clear()
+        self._catalog = self._read_catalog() if version[0] is not None else {}
+        self._version = version
+
+    def _open(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=30)
+
+    def _read_catalog(self) -> dict[str, list[ImportedTimeframe]]:
+        conn = self._open()
+        try:
+            rows = conn.execute(
+                "SELECT symbol, timeframe, rows, first_time, last_time, digits FROM imports"
+            ).fetchall()
+        except sqlite3.OperationalError:  # file exists but no import has completed yet
+            rows = []
+        finally:
+            conn.close()
+        catalog: dict[str, list[ImportedTimeframe]] = {}
+        for symbol, tf, n, first, last, digits in rows:
+            entry = ImportedTimeframe(symbol, Timeframe(tf), n, from_unix(first), from_unix(last), digits)
+            catalog.setdefault(symbol, []).append(entry)
+        for entries in catalog.values():
+            entries.sort(key=lambda e: e.timeframe.seconds)
+        return catalog
+
+    def _read_series(self, symbol: str, tf: Timeframe) -> CandleSeries:
+        conn = self._open()
+        try:
+            cursor = conn.execute(
+                "SELECT time, open, high, low, close, volume FROM candles "
+                "WHERE symbol = ? AND timeframe = ? ORDER BY time",
+                (symbol, tf.value),
+            )
+            table = np.array(cursor.fetchall(), dtype=np.float64).reshape(-1, 6)
+        finally:
+            conn.close()
+        columns = [np.ascontiguousarray(table[:, i]) for i in range(6)]
+        columns[0] = columns[0].astype(np.int64)
+        for c in columns:
+            c.flags.writeable = False
+        return CandleSeries(symbol, tf, *columns)
+

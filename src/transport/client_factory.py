@@ -1,0 +1,72 @@
+"""The one place that makes gRPC channels and httpx clients: pooled and reused per target, closed together."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import httpx
+
+from transport.grpc_server import MAX_MESSAGE_BYTES
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Keepalive finds a dead peer on an idle connection; servers accept pings this often (see grpc_server).
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    # Retries are the adapter's job (one budget, fallback to REST); the channel must not retry on its own.
+    ("grpc.enable_retries", 0),
+]
+# A dns:/// target resolves to every address of a headless service; round_robin spreads calls over them (one HTTP/2
+# connection to a ClusterIP would pin every call to one pod).
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+class ClientFactory:
+    def __init__(self, *, ca_file: Path | None = None, max_connections: int = 100, timeout_s: float = 30.0) -> None:
+        self._ca = Path(ca_file).read_bytes() if ca_file else None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._http: dict[str, httpx.AsyncClient] = {}
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._timeout = httpx.Timeout(timeout_s, connect=5.0)
+
+    def channel(self, target: str, *, tls: bool | None = None) -> grpc.aio.Channel:
+        """A shared channel to `target` (host:port or dns:///name:port); TLS when a CA bundle is configured."""
+        if target not in self._channels:
+            options = list(CHANNEL_OPTIONS)
+            if target.startswith("dns:"):
+                options.append(("grpc.service_config", ROUND_ROBIN))
+            use_tls = self._ca is not None if tls is None else tls
+            if use_tls:
+                creds = grpc.ssl_channel_credentials(root_certificates=self._ca)
+                self._channels[target] = grpc.aio.secure_channel(target, creds, options=options)
+            else:
+                self._channels[target] = grpc.aio.insecure_channel(target, options=options)
+        return self._channels[target]
+
+    def http(self, base_url: str) -> httpx.AsyncClient:
+        """A shared keep-alive HTTP client for one service root (verifies TLS with the configured CA bundle)."""
+        if base_url not in self._http:
+            verify: object = True
+            if self._ca is not None:
+                import ssl
+
+                verify = ssl.create_default_context(cadata=self._ca.decode())
+            self._http[base_url] = httpx.AsyncClient(base_url=base_url, limits=self._limits, timeout=self._timeout,
+                                                     verify=verify)
+        return self._http[base_url]
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+        for client in self._http.values():
+            await client.aclose()
+        self._channels.clear()
+        self._http.clear()
+
+    async def __aenter__(self) -> "ClientFactory":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,45 @@
+"""Per-call context carried in contextvars: the deadline budget and the request id.
+
+Servers set it from the incoming call (gRPC deadline, REST timeout header); clients and adapters read it to give
+outgoing calls what remains of the budget.
+"""
+from __future__ import annotations
+
+import contextvars
+import time
+from contextlib import contextmanager
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("fxplat_deadline", default=None)
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("fxplat_request_id", default="")
+
+TIMEOUT_HEADER = "x-request-timeout-ms"
+
+
+def remaining() -> float | None:
+    """Seconds left in the current call's budget, or None when the call has no deadline."""
+    d = _deadline.get()
+    return None if d is None else d - time.monotonic()
+
+
+@contextmanager
+def budget(seconds: float | None):
+    """Run a block under a deadline of `seconds` from now, never extending an outer, tighter one."""
+    if seconds is None:
+        yield
+        return
+    new = time.monotonic() + seconds
+    outer = _deadline.get()
+    token = _deadline.set(new if outer is None else min(outer, new))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def parse_grpc_timeout(value: str) -> float | None:
+    """Parse a gRPC-style timeout header ('100m', '5S', '250u') into seconds."""
+    units = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+    try:
+        return int(value[:-1]) * units[value[-1]]
+    except (KeyError, ValueError, IndexError):
+        return None

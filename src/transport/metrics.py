@@ -1,0 +1,23 @@
+"""Prometheus metrics of servers and clients, defined once. Every service in a process shares the default registry,
+so each metric carries a `service` label."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+SERVER_REQUESTS = Counter("fxplat_server_requests_total", "Calls served, by transport and result code.",
+                          ["service", "method", "transport", "code"])
+SERVER_LATENCY = Histogram("fxplat_server_request_duration_seconds", "Time to serve a call.",
+                           ["service", "method", "transport"], buckets=_BUCKETS)
+SERVER_IN_FLIGHT = Gauge("fxplat_server_in_flight_requests", "Calls being served now.", ["service", "transport"])
+
+CLIENT_CALLS = Counter("fxplat_client_calls_total", "Calls made through an adapter, by the transport that served them.",
+                       ["service", "method", "transport", "code", "fallback"])
+CLIENT_LATENCY = Histogram("fxplat_client_call_duration_seconds", "Adapter call latency, fallback and retries included.",
+                           ["service", "method", "transport"], buckets=_BUCKETS)
+CLIENT_FALLBACKS = Counter("fxplat_client_fallbacks_total", "gRPC calls served over REST instead, by reason.",
+                           ["service", "method", "reason"])
+CLIENT_RETRIES = Counter("fxplat_client_retries_total", "Retried attempts.", ["service", "method", "transport"])
+BREAKER_STATE = Gauge("fxplat_client_breaker_state", "gRPC circuit breaker: 0 closed, 1 half-open, 2 open.",
+                      ["service", "target"])

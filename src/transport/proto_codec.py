@@ -1,0 +1,82 @@
+"""Conversions between the shared domain types and their protobuf messages (forex.common.v1)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+from google.protobuf import timestamp_pb2
+
+from forex.common.v1 import common_pb2
+from services.common.errors import InvalidArgument
+from services.common.market_types import CandleSeries, TimeRange, Timeframe, from_unix, to_unix
+from transport import wire
+
+_TF_TO_PB = {tf: common_pb2.Timeframe.Value(f"TIMEFRAME_{tf.value}") for tf in Timeframe}
+_PB_TO_TF = {v: k for k, v in _TF_TO_PB.items()}
+
+
+def timeframe_to_pb(tf: Timeframe) -> int:
+    return _TF_TO_PB[tf]
+
+
+def timeframe_from_pb(value: int, field: str = "timeframe", default: Timeframe | None = Timeframe.H1) -> Timeframe:
+    if value == common_pb2.TIMEFRAME_UNSPECIFIED and default is not None:
+        return default
+    try:
+        return _PB_TO_TF[value]
+    except KeyError:
+        raise InvalidArgument(f"unknown timeframe {value}", field=field) from None
+
+
+def timestamp_to_pb(dt: datetime) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=to_unix(dt))
+
+
+def timestamp_from_pb(ts: timestamp_pb2.Timestamp) -> datetime:
+    return from_unix(ts.seconds)
+
+
+def range_to_pb(r: TimeRange) -> common_pb2.TimeRange:
+    msg = common_pb2.TimeRange()
+    if r.start is not None:
+        msg.start.CopyFrom(timestamp_to_pb(r.start))
+    if r.end is not None:
+        msg.end.CopyFrom(timestamp_to_pb(r.end))
+    return msg
+
+
+def range_from_pb(msg: common_pb2.TimeRange) -> TimeRange:
+    return TimeRange(
+        start=timestamp_from_pb(msg.start) if msg.HasField("start") else None,
+        end=timestamp_from_pb(msg.end) if msg.HasField("end") else None,
+    )
+
+
+def series_bytes(series: CandleSeries) -> bytes:
+    """A serialised CandleSeries, price columns written straight from numpy (see transport.wire)."""
+    head = common_pb2.CandleSeries(
+        symbol=series.symbol, timeframe=timeframe_to_pb(series.timeframe), time=series.time.tolist()
+    ).SerializeToString()
+    f = common_pb2.CandleSeries.DESCRIPTOR.fields_by_name
+    return head + b"".join(
+        wire.packed_doubles(f[c].number, getattr(series, c)) for c in ("open", "high", "low", "close", "volume")
+    )
+
+
+def series_from_pb(msg: common_pb2.CandleSeries) -> CandleSeries:
+    return CandleSeries(
+        symbol=msg.symbol,
+        timeframe=timeframe_from_pb(msg.timeframe),
+        time=wire.int64s(msg.time),
+        open=wire.doubles(msg.open),
+        high=wire.doubles(msg.high),
+        low=wire.doubles(msg.low),
+        close=wire.doubles(msg.close),
+        volume=wire.doubles(msg.volume),
+    )
+
+
+def column_bytes(name: str, values: np.ndarray) -> bytes:
+    """A serialised DoubleColumn."""
+    f = common_pb2.DoubleColumn.DESCRIPTOR.fields_by_name
+    return common_pb2.DoubleColumn(name=name).SerializeToString() + wire.packed_doubles(f["values"].number, values)

@@ -1,0 +1,154 @@
+"""REST side, written once: the FastAPI app factory with problem+json errors, request ids and deadline headers."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.common import errors as E
+from transport import context, errors
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class ProblemViolation(BaseModel):
+    field: str = Field(description="dotted path of the bad field, e.g. indicators[1].params.period")
+    description: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; `code` is the google.rpc.Code name the gRPC side returns for the same error."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    reason: str
+    field_violations: list[ProblemViolation] = []
+    metadata: dict[str, str] = {}
+
+
+# Declared on every router so the OpenAPI document tells consumers what errors look like.
+PROBLEM_RESPONSES: dict = {
+    status: {"model": Problem, "description": text, "content": {"application/problem+json": {}}}
+    for status, text in ((400, "Invalid argument (the bad fields are listed)"), (404, "Not found"),
+                         (500, "Internal error (quote the request id)"), (503, "A dependency is unavailable"))
+}
+
+
+class JSONBytes(Response):
+    """application/json from orjson, NaN/inf written as null (JSON has no NaN)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return content if isinstance(content, bytes) else orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def problem_response(err: E.DomainError) -> Response:
+    return Response(orjson.dumps(errors.to_problem(err)), status_code=errors.http_status(err),
+                    media_type=errors.PROBLEM_CONTENT_TYPE)
+
+
+def _violation_field(loc: tuple) -> str:
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "request"
+
+
+class _CallContext:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request id and deadline budget for every call."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = headers.get(REQUEST_ID_HEADER) or errors.new_request_id()
+        seconds = None
+        if context.TIMEOUT_HEADER in headers:
+            try:
+                seconds = float(headers[context.TIMEOUT_HEADER]) / 1000.0
+            except ValueError:
+                seconds = None
+        elif "grpc-timeout" in headers:
+            seconds = context.parse_grpc_timeout(headers["grpc-timeout"])
+        token = context.request_id.set(rid)
+        try:
+            with context.budget(seconds):
+                await self.app(scope, receive, send)
+        finally:
+            context.request_id.reset(token)
+
+
+def create_app(title: str, description: str, version: str = "1.0.0") -> FastAPI:
+    app = FastAPI(title=title, description=description, version=version, default_response_class=JSONBytes)
+
+    @app.exception_handler(E.DomainError)
+    async def _domain(_: Request, exc: E.DomainError) -> Response:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        violations = [E.FieldViolation(_violation_field(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        return problem_response(E.InvalidArgument(f"invalid request: {summary}", violations=violations))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        err = errors.from_problem(exc.status_code, {"detail": exc.detail})
+        if exc.status_code == 404:
+            err = E.NotFound(f"no such endpoint: {request.method} {request.url.path}", reason="NO_SUCH_ENDPOINT")
+        elif exc.status_code == 405:
+            err = E.Unimplemented(f"{request.method} is not allowed on {request.url.path}", reason="METHOD_NOT_ALLOWED")
+        return problem_response(err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        return problem_response(errors.internal_error(exc, context.request_id.get()))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    app.add_middleware(_CallContext)
+    return app
+
+
+# --- JSON conventions shared by every REST skin and client ------------------------------------------------------
+
+def iso_times(unix: "Any") -> list[str]:
+    """int64 unix seconds -> ISO-8601 UTC strings ('2025-01-02T13:00:00Z'), vectorised."""
+    import numpy as np
+
+    return [s + "Z" for s in np.datetime_as_string(np.asarray(unix, dtype="datetime64[s]"), unit="s").tolist()]
+
+
+def unix_times(iso: list[str]) -> "Any":
+    """ISO-8601 UTC strings -> int64 unix seconds, vectorised (a trailing 'Z' or '+00:00' is accepted)."""
+    import numpy as np
+
+    cleaned = [s[:-1] if s.endswith("Z") else s.removesuffix("+00:00") for s in iso]
+    return np.array(cleaned, dtype="datetime64[s]").astype(np.int64)
+
+
+def nullable(values: "Any") -> list[float | None]:
+    """float array -> JSON list with NaN as null."""
+    return [None if math.isnan(v) else v for v in values.tolist()]
+
+
+def from_nullable(values: list[float | None]) -> "Any":
+    import numpy as np
+
+    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
