@@ -25,7 +25,7 @@ class _Unbuilt:
 
 def live_document(name: str) -> dict:
     entry = CATALOG[name]
-    app = create_app(entry.title, entry.description)
+    app = create_app(name, entry.title, entry.description)
     app.include_router(entry.rest_router(_Unbuilt()))
     return app.openapi()
 

@@ -59,7 +59,7 @@ async def build_host(name: str, ctx: BuildContext, host: str, rest_port: int, gr
     """Build a service's domain and both skins, bound but not yet started (call `await h.start()`)."""
     entry = CATALOG[name]
     impl, closer = await entry.build(ctx)
-    app = create_app(entry.title, entry.description)
+    app = create_app(name, entry.title, entry.description)
     app.include_router(entry.rest_router(impl))
     svc = ServiceHost(name, host, app, entry.grpc_handler(impl) if grpc_enabled else None, entry.grpc_service,
                       rest_port, grpc_port)

@@ -17,6 +17,11 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10_000),
     # Retries are the adapter's job (one budget, fallback to REST); the channel must not retry on its own.
     ("grpc.enable_retries", 0),
+    # Reconnect to a restarted server within seconds (the default backoff grows to 120 s), so a recovered gRPC
+    # server gets traffic back soon after the breaker's trial call.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 3_000),
 ]
 # A dns:/// target resolves to every address of a headless service; round_robin spreads calls over them (one HTTP/2
 # connection to a ClusterIP would pin every call to one pod).

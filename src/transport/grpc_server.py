@@ -3,6 +3,7 @@ with health checking and reflection."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import DomainError
 from transport import context, errors
+from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
 log = logging.getLogger("fxplat.grpc")
 
@@ -40,10 +42,22 @@ def _serialize(response: Any) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()
 
 
-def _wrap(method: GrpcMethod):
+def service_label(full_name: str) -> str:
+    """'forex.market_analysis.v1.MarketAnalysisService' -> 'market_analysis' (the metrics' service label)."""
+    return full_name.split(".")[1]
+
+
+def _wrap(service: str, method: GrpcMethod):
+    requests = {code: SERVER_REQUESTS.labels(service, method.name, "grpc", code) for code in ("OK", *errors.TABLE)}
+    latency = SERVER_LATENCY.labels(service, method.name, "grpc")
+    in_flight = SERVER_IN_FLIGHT.labels(service, "grpc")
+
     async def handler(request, ctx: grpc.aio.ServicerContext):
         rid = dict(ctx.invocation_metadata() or ()).get("x-request-id") or errors.new_request_id()
         rid_token = context.request_id.set(rid)
+        start = time.perf_counter()
+        in_flight.inc()
+        code = "OK"
         try:
             with context.budget(ctx.time_remaining()):
                 try:
@@ -52,8 +66,12 @@ def _wrap(method: GrpcMethod):
                     failure = exc
                 except Exception as exc:  # never a traceback to the caller
                     failure = errors.internal_error(exc, rid)
+            code = failure.code
             await ctx.abort_with_status(errors.to_grpc_status(failure))
         finally:
+            in_flight.dec()
+            requests[code].inc()
+            latency.observe(time.perf_counter() - start)
             context.request_id.reset(rid_token)
 
     return grpc.unary_unary_rpc_method_handler(
@@ -62,7 +80,8 @@ def _wrap(method: GrpcMethod):
 
 
 def service_handler(full_name: str, methods: Sequence[GrpcMethod]) -> grpc.GenericRpcHandler:
-    return grpc.method_handlers_generic_handler(full_name, {m.name: _wrap(m) for m in methods})
+    service = service_label(full_name)
+    return grpc.method_handlers_generic_handler(full_name, {m.name: _wrap(service, m) for m in methods})
 
 
 async def create_server(

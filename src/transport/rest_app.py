@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import orjson
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common import errors as E
 from transport import context, errors
+from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -65,11 +67,18 @@ def _violation_field(loc: tuple) -> str:
     return out or "request"
 
 
-class _CallContext:
-    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request id and deadline budget for every call."""
+def _code_of(status: int) -> str:
+    return "OK" if status < 400 else errors.from_problem(status, None).code
 
-    def __init__(self, app):
+
+class _CallContext:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request id, deadline budget and metrics for every call.
+    The method label is the route's name, which each skin sets to the gRPC method name, so both transports count alike."""
+
+    def __init__(self, app, service: str):
         self.app = app
+        self.service = service
+        self.in_flight = SERVER_IN_FLIGHT.labels(service, "rest")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -85,14 +94,30 @@ class _CallContext:
         elif "grpc-timeout" in headers:
             seconds = context.parse_grpc_timeout(headers["grpc-timeout"])
         token = context.request_id.set(rid)
+        status = 500
+        start = time.perf_counter()
+
+        async def send_recording_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.in_flight.inc()
         try:
             with context.budget(seconds):
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, send_recording_status)
         finally:
+            self.in_flight.dec()
             context.request_id.reset(token)
+            route = scope.get("route")
+            if route is not None:  # unrouted paths (404s, /healthz) are not RPCs
+                method = getattr(route, "name", "") or scope["path"]
+                SERVER_REQUESTS.labels(self.service, method, "rest", _code_of(status)).inc()
+                SERVER_LATENCY.labels(self.service, method, "rest").observe(time.perf_counter() - start)
 
 
-def create_app(title: str, description: str, version: str = "1.0.0") -> FastAPI:
+def create_app(service: str, title: str, description: str, version: str = "1.0.0") -> FastAPI:
     app = FastAPI(title=title, description=description, version=version, default_response_class=JSONBytes)
 
     @app.exception_handler(E.DomainError)
@@ -122,7 +147,7 @@ def create_app(title: str, description: str, version: str = "1.0.0") -> FastAPI:
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    app.add_middleware(_CallContext)
+    app.add_middleware(_CallContext, service=service)
     return app
 
 

@@ -153,24 +153,24 @@ EndQ = Annotated[datetime | None, Query(description="exclusive, ISO-8601 (UTC if
 def router(impl: MarketAnalysis) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["market-analysis"], responses=PROBLEM_RESPONSES)
 
-    @api.get("/symbols", response_model=SymbolsOut, summary="List symbols")
+    @api.get("/symbols", response_model=SymbolsOut, name="ListSymbols", summary="List symbols")
     async def list_symbols():
         return {"symbols": [symbol_json(s) for s in await impl.list_symbols()]}
 
-    @api.get("/candles/{symbol}", response_model=CandlesOut, summary="Get candles (paged, up to 200,000 per page)")
+    @api.get("/candles/{symbol}", response_model=CandlesOut, name="GetCandles", summary="Get candles (paged, up to 200,000 per page)")
     async def get_candles(symbol: SymbolPath, timeframe: TimeframeQ = "H1", start: StartQ = None, end: EndQ = None,
                           limit: Annotated[int, Query(description="bars per page, 1..200000")] = DEFAULT_CANDLES_PER_PAGE,
                           page_token: Annotated[str, Query(description="from a previous page")] = ""):
         query = CandlesQuery(symbol, Timeframe.parse(timeframe), TimeRange(start, end), limit, page_token)
         return candles_json(await impl.get_candles(query))
 
-    @api.post("/indicators", response_model=IndicatorsOut, summary="Compute indicators")
+    @api.post("/indicators", response_model=IndicatorsOut, name="ComputeIndicators", summary="Compute indicators")
     async def compute_indicators(body: IndicatorsIn):
         request = IndicatorRequest(body.symbol, Timeframe.parse(body.timeframe), TimeRange(body.start, body.end),
                                    tuple(IndicatorSpec(i.name, dict(i.params)) for i in body.indicators))
         return indicators_json(await impl.compute_indicators(request))
 
-    @api.get("/market-summary/{symbol}", response_model=SummaryOut, summary="Analyze the market of a symbol")
+    @api.get("/market-summary/{symbol}", response_model=SummaryOut, name="AnalyzeMarket", summary="Analyze the market of a symbol")
     async def analyze_market(symbol: SymbolPath, timeframe: TimeframeQ = "H1", start: StartQ = None, end: EndQ = None):
         return summary_json(await impl.analyze_market(SummaryQuery(symbol, Timeframe.parse(timeframe),
                                                                    TimeRange(start, end))))

@@ -1,0 +1,199 @@
+"""The flagged adapter against real servers on loopback: flags move traffic (seen by the servers), a dead gRPC server
+loses no call, unmigrated methods and REST-only services are served over REST, domain errors pass through untouched."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+from adapters.connect import connect
+from adapters.core import last_call
+from adapters.flags import Flags
+from fxplat.catalog import BuildContext, build_host
+from fxplat.config import Endpoint
+from services.common.errors import InvalidArgument, NotFound
+from services.market_analysis.models import CandlesQuery, SummaryQuery
+from transport.client_factory import ClientFactory
+
+SERVICE = "market_analysis"
+QUERY = CandlesQuery("EURUSD", limit=50)
+
+
+def served(transport: str, method: str = "GetCandles") -> float:
+    return REGISTRY.get_sample_value("fxplat_server_requests_total", {
+        "service": SERVICE, "method": method, "transport": transport, "code": "OK"}) or 0.0
+
+
+def write_flags(path: Path, grpc_pct: int, *, kill_switch: bool = False, methods: str = "") -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"kill_switch: {str(kill_switch).lower()}\nservices:\n  market_analysis:\n    grpc: {grpc_pct}\n"
+                   f"    stickiness: random\n{methods}")
+    tmp.replace(path)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def flags_file(tmp_path):
+    path = tmp_path / "flags.yaml"
+    write_flags(path, 0)
+    flags = Flags(path, unleash_url="", poll_interval=0.2)
+    flags.start()
+    yield path, flags
+    flags.close()
+
+
+@pytest.fixture
+async def own_host(data_dir):
+    """A Market Analysis host the test may kill and restart."""
+    svc = await build_host(SERVICE, BuildContext(data_dir), "127.0.0.1", 0, 0)
+    await svc.start()
+    yield svc
+    await svc.stop(grace=0)
+
+
+async def test_flag_flip_moves_traffic_within_two_seconds(market_host, factory, flags_file):
+    path, flags = flags_file
+    adapter = connect(SERVICE, Endpoint(market_host.rest_url, market_host.grpc_target), factory=factory, flags=flags)
+    grpc_before, rest_before = served("grpc"), served("rest")
+    for _ in range(20):
+        await adapter.get_candles(QUERY)
+    assert served("rest") - rest_before == 20 and served("grpc") == grpc_before
+
+    write_flags(path, 100)
+    flipped = time.monotonic()
+    while not flags.use_grpc(SERVICE, "GetCandles"):
+        assert time.monotonic() - flipped < 2.0, "flag change not applied within 2 s"
+        await asyncio.sleep(0.05)
+    grpc_before, rest_before = served("grpc"), served("rest")
+    for _ in range(20):
+        await adapter.get_candles(QUERY)
+    assert served("grpc") - grpc_before == 20 and served("rest") == rest_before
+
+    write_flags(path, 100, kill_switch=True)
+    while flags.use_grpc(SERVICE, "GetCandles"):
+        assert time.monotonic() - flipped < 4.0
+        await asyncio.sleep(0.05)
+    rest_before = served("rest")
+    for _ in range(10):
+        await adapter.get_candles(QUERY)
+    assert served("rest") - rest_before == 10
+
+
+async def test_killing_grpc_loses_no_call_and_traffic_returns(own_host, flags_file):
+    path, flags = flags_file
+    write_flags(path, 100)
+    while not flags.use_grpc(SERVICE, "GetCandles"):
+        await asyncio.sleep(0.05)
+    async with ClientFactory() as factory:
+        adapter = connect(SERVICE, Endpoint(own_host.rest_url, own_host.grpc_target), factory=factory, flags=flags,
+                          breaker_reset_s=0.5, breaker_fail_max=3)
+        breaker = adapter.caller.breaker
+        failures: list[BaseException] = []
+        transports: list[str] = []
+
+        async def worker(n: int) -> None:
+            for _ in range(n):
+                try:
+                    await adapter.get_candles(QUERY)
+                    transports.append(last_call.get().transport)
+                except Exception as exc:  # counted, never expected
+                    failures.append(exc)
+
+        load = asyncio.gather(*(worker(25) for _ in range(16)))  # 400 calls
+        await asyncio.sleep(0.05)
+        await own_host.stop_grpc(grace=0)
+        await load
+        assert failures == []
+        assert breaker.state == "open"
+        assert "rest" in transports and "grpc" in transports
+
+        trials_before = breaker.trials
+        await own_host.start_grpc()  # same port
+        deadline = time.monotonic() + 10
+        while breaker.state != "closed":
+            assert time.monotonic() < deadline, f"breaker stuck {breaker.state}"
+            await asyncio.gather(*(worker(1) for _ in range(16)))  # concurrent callers during half-open
+            await asyncio.sleep(0.1)
+        assert failures == []
+        # Half-open let one trial through at a time: at most one per reset period, not a stampede of 16.
+        assert 1 <= breaker.trials - trials_before <= 10
+        await adapter.get_candles(QUERY)
+        assert last_call.get().transport == "grpc" and not last_call.get().fell_back
+
+
+class _WithoutMethod(grpc.GenericRpcHandler):
+    """A gRPC server that has not migrated one method yet: the real handler minus that method (UNIMPLEMENTED)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, method: str) -> None:
+        self.inner, self.method = inner, method
+
+    def service(self, details):
+        return None if details.method.endswith("/" + self.method) else self.inner.service(details)
+
+
+async def test_unimplemented_method_is_served_over_rest(own_host, flags_file):
+    path, flags = flags_file
+    write_flags(path, 100)
+    while not flags.use_grpc(SERVICE, "AnalyzeMarket"):
+        await asyncio.sleep(0.05)
+    await own_host.stop_grpc(grace=0)
+    own_host.grpc_handler = _WithoutMethod(own_host.grpc_handler, "AnalyzeMarket")
+    await own_host.start_grpc()
+    async with ClientFactory() as factory:
+        adapter = connect(SERVICE, Endpoint(own_host.rest_url, own_host.grpc_target), factory=factory, flags=flags)
+        summary = await adapter.analyze_market(SummaryQuery("EURUSD"))
+        assert summary.symbol == "EURUSD"
+        rec = last_call.get()
+        assert rec.transport == "rest" and rec.fallback_reason == "unimplemented"
+        await adapter.get_candles(QUERY)
+        assert last_call.get().transport == "grpc"
+
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+async def test_domain_errors_neither_retry_nor_fall_back(market_host, factory, flags_file, transport):
+    path, flags = flags_file
+    adapter = connect(SERVICE, Endpoint(market_host.rest_url, market_host.grpc_target), factory=factory, flags=flags,
+                      force=transport)
+    before = {t: served(t) + (REGISTRY.get_sample_value("fxplat_server_requests_total", {
+        "service": SERVICE, "method": "GetCandles", "transport": t, "code": "NOT_FOUND"}) or 0) for t in ("grpc", "rest")}
+    with pytest.raises(NotFound) as not_found:
+        await adapter.get_candles(CandlesQuery("NOPE"))
+    assert not_found.value.field == "symbol"
+    rec = last_call.get()
+    assert rec.transport == transport and not rec.fell_back and rec.attempts == 1
+    after = {t: served(t) + (REGISTRY.get_sample_value("fxplat_server_requests_total", {
+        "service": SERVICE, "method": "GetCandles", "transport": t, "code": "NOT_FOUND"}) or 0) for t in ("grpc", "rest")}
+    assert after[transport] - before[transport] == 1  # exactly one call reached the server
+    with pytest.raises(InvalidArgument):
+        await adapter.get_candles(CandlesQuery("EURUSD", limit=-3))
+    assert last_call.get().attempts == 1
+
+
+async def test_rest_only_service_is_served_at_full_grpc_share(data_dir, flags_file):
+    path, flags = flags_file
+    write_flags(path, 100)
+    while not flags.use_grpc(SERVICE, "GetCandles"):
+        await asyncio.sleep(0.05)
+    svc = await build_host(SERVICE, BuildContext(data_dir), "127.0.0.1", 0, 0, grpc_enabled=False)
+    await svc.start()
+    try:
+        async with ClientFactory() as factory:
+            # Where its gRPC port would be, nothing listens.
+            adapter = connect(SERVICE, Endpoint(svc.rest_url, f"127.0.0.1:{closed_port()}"), factory=factory,
+                              flags=flags)
+            for _ in range(10):
+                page = await adapter.get_candles(QUERY)
+                assert len(page.series) == 50
+                assert last_call.get().transport == "rest"
+    finally:
+        await svc.stop(grace=0)
