@@ -23,6 +23,7 @@ class ServiceEntry:
     # Builds the domain implementation; returns (impl, async closer or None).
     build: Callable[["BuildContext"], Awaitable[tuple[Any, Callable[[], Awaitable[None]] | None]]]
     grpc_handler: Callable[[Any], grpc.GenericRpcHandler]
+    grpc_methods: Callable[[Any], list]  # RPC table over any implementation (for `fxplat call`)
     rest_router: Callable[[Any], APIRouter]
 
 
@@ -47,7 +48,7 @@ def _entries() -> dict[str, ServiceEntry]:
         "market_analysis": ServiceEntry(
             "market_analysis", "fxplat Market Analysis",
             "Market data (OHLCV candles), technical indicators and market summaries for FX symbols.",
-            ma_grpc.SERVICE, _market_analysis, ma_grpc.handler, ma_rest.router),
+            ma_grpc.SERVICE, _market_analysis, ma_grpc.handler, ma_grpc.methods, ma_rest.router),
     }
 
 

@@ -84,5 +84,79 @@ def data_import(
                + (f", replacing {report.replaced_rows}" if report.replaced_rows else ""))
 
 
+FlagsOpt = Annotated[Optional[Path], typer.Option("--flags", envvar="FXPLAT_FLAGS",
+                                                  help="Flags file (default ./flags.yaml).")]
+
+
+def _flags(path: Optional[Path]):
+    from adapters.flag_schema import FlagsError
+    from adapters.flags import Flags
+
+    try:
+        return Flags(path)
+    except FlagsError as exc:
+        _fail(str(exc))
+
+
+@app.command("call")
+def call_cmd(
+    service: Annotated[str, typer.Argument(help="e.g. market_analysis")],
+    method: Annotated[str, typer.Argument(help="gRPC method name, e.g. GetCandles")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Request as protobuf JSON, e.g. '{\"symbol\": \"EURUSD\"}'.")] = "{}",
+    transport: Annotated[str, typer.Option(help="auto (by flags), grpc or rest.")] = "auto",
+    flags: FlagsOpt = None,
+) -> None:
+    """Call any method through the flagged adapter: the JSON result on stdout; on stderr, who served it."""
+    from fxplat import calls
+    from services.common.errors import DomainError
+
+    if transport not in ("auto", "grpc", "rest"):
+        _fail(f"--transport must be auto, grpc or rest, not {transport!r}")
+    evaluator = _flags(flags)
+    try:
+        result, record = asyncio.run(calls.call(service, method, data, transport=transport, flags=evaluator))
+    except DomainError as exc:
+        details = "".join(f"\n  {v.field}: {v.description}" for v in exc.violations if v.description != exc.message)
+        _fail(f"{exc.code}: {exc.message}{details}", code=2 if exc.code in ("INVALID_ARGUMENT", "NOT_FOUND") else 1)
+    finally:
+        evaluator.close()
+    typer.echo(calls.to_json(result))
+    note = f" (fell back from gRPC: {record.fallback_reason})" if record.fell_back else ""
+    typer.secho(f"served by {record.transport}{note} in {record.latency_s * 1000:.1f} ms, {record.attempts} attempt(s)",
+                err=True, fg="cyan")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    flags: FlagsOpt = None,
+) -> None:
+    """Each service: its endpoints and whether they answer, its flag state, and its gRPC breaker as seen from here."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fxplat import calls
+
+    evaluator = _flags(flags)
+    try:
+        report = asyncio.run(calls.status(evaluator))
+    finally:
+        evaluator.close()
+    if as_json:
+        typer.echo(calls.to_json(report))
+        return
+    table = Table(title=f"fxplat status — flags from {report['flags_source']}"
+                        + ("  [bold red]KILL SWITCH ON: all REST[/]" if report["kill_switch"] else ""))
+    for col in ("service", "REST", "gRPC", "gRPC share", "overrides", "shadow", "breaker"):
+        table.add_column(col)
+    for name, s in report["services"].items():
+        overrides = ", ".join(f"{m}={p}%" for m, p in s["method_overrides"].items()) or "-"
+        table.add_row(name, f"{s['rest_url']} {s['rest']}", f"{s['grpc_target']} {s['grpc']}",
+                      f"{s['grpc_percent']}% ({s['stickiness']})", overrides, f"{s['shadow_percent']}%", s["breaker"])
+    Console().print(table)
+    if report["flags_error"]:
+        typer.secho(f"flags: last edit rejected: {report['flags_error']}", fg="yellow", err=True)
+
+
 def main() -> None:  # pragma: no cover
     app()

@@ -116,7 +116,10 @@ def summary_from_pb(m: pb.AnalyzeMarketResponse) -> MarketSummary:
 
 # --- server skin ----------------------------------------------------------------------------------------------------
 
-def handler(impl: MarketAnalysis):
+def methods(impl: MarketAnalysis) -> list[GrpcMethod]:
+    """The RPCs over any MarketAnalysis implementation: the server skin serves them over the domain, `fxplat call`
+    runs them over the flagged adapter."""
+
     async def list_symbols(_: pb.ListSymbolsRequest) -> pb.ListSymbolsResponse:
         return pb.ListSymbolsResponse(symbols=[symbol_to_pb(s) for s in await impl.list_symbols()])
 
@@ -129,12 +132,16 @@ def handler(impl: MarketAnalysis):
     async def analyze_market(req: pb.AnalyzeMarketRequest) -> pb.AnalyzeMarketResponse:
         return summary_to_pb(await impl.analyze_market(summary_query_from_pb(req)))
 
-    return service_handler(SERVICE, [
+    return [
         GrpcMethod("ListSymbols", pb.ListSymbolsRequest, list_symbols),
         GrpcMethod("GetCandles", pb.GetCandlesRequest, get_candles),
         GrpcMethod("ComputeIndicators", pb.ComputeIndicatorsRequest, compute_indicators),
         GrpcMethod("AnalyzeMarket", pb.AnalyzeMarketRequest, analyze_market),
-    ])
+    ]
+
+
+def handler(impl: MarketAnalysis):
+    return service_handler(SERVICE, methods(impl))
 
 
 # --- client ---------------------------------------------------------------------------------------------------------
