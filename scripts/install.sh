@@ -6,5 +6,6 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
-npm ci --no-audit --no-fund --loglevel=error
+# npm install (not npm ci): npm 11 leaves other platforms' optional buf binaries out of the lock, which npm ci rejects.
+npm install --no-audit --no-fund --loglevel=error
 echo "installed: activate with '. .venv/bin/activate', then run 'fxplat up'"
