@@ -57,7 +57,7 @@ import numpy as np
 from services.common.errors import InvalidArgument, NotFound
 from services.common.market_types import CandleSeries, Timeframe, from_unix
 
-SEED = 20250101
+SEED = 24
 START = int(datetime(2025, 1, 1, tzinfo=timezone.utc).timestamp())
 END = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp())
 MINUTES_PER_YEAR = Timeframe.M1.bars_per_year
@@ -203,8 +203,7 @@ class _Path:
         return self.move + self.gap
 
 
-@lru_cache(maxsize=1)
-def _joint_paths() -> dict[str, _Path]:
+def _build_paths() -> dict[str, _Path]:
     """Returns of all symbols, generated together because they share components."""
     time = _trading_minutes()
     n = len(time)
@@ -241,6 +240,9 @@ def _joint_paths() -> dict[str, _Path]:
     return paths
 
 
+_joint_paths = lru_cache(maxsize=1)(_build_paths)
+
+
 def _component_sigma(symbol: str, component: str) -> float:
     own = _FOLLOWER_OWN_SCALE if symbol == FOLLOWER else 1.0
     sigma_m = SYMBOLS[symbol].annual_vol / np.sqrt(MINUTES_PER_YEAR)
@@ -254,14 +256,22 @@ def m1(symbol: str) -> CandleSeries:
     """The synthetic M1 series of `symbol` (cached; arrays are read-only)."""
     if symbol not in SYMBOLS:
         raise NotFound(f"no synthetic data for symbol {symbol!r}", field="symbol")
-    with _lock:  # generation is not re-entrant-cheap: let one thread do it while others wait
+    with _lock:  # one thread generates while the others wait for the cached result
         return _m1(symbol)
 
 
 @lru_cache(maxsize=None)
 def _m1(symbol: str) -> CandleSeries:
+    return _build_m1(symbol, _joint_paths()[symbol])
+
+
+def generate(symbol: str) -> CandleSeries:
+    """Build the M1 series of `symbol` from scratch, bypassing every cache (for determinism checks)."""
+    return _build_m1(symbol, _build_paths()[symbol])
+
+
+def _build_m1(symbol: str, path: _Path) -> CandleSeries:
     spec = SYMBOLS[symbol]
-    path = _joint_paths()[symbol]
     time = _trading_minutes()
     n = len(time)
     rng = _rng(200 + list(SYMBOLS).index(symbol))
