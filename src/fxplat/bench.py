@@ -1,0 +1,525 @@
+"""`fxplat bench`: Market Analysis over gRPC and REST, side by side in one run, through the flagged adapter and raw.
+
+The server runs in its own process (`fxplat up --service market_analysis` on free loopback ports), so client and
+server do not share one event loop and one core. The client side runs here, on uvloop when it is installed.
+
+For a small call (GetCandles M1, 10 bars) and GetCandles M1 at 1k, 10k and 100k bars, each variant is measured
+sequentially (one call at a time: p50, p99, mean) and, for some, with 16 concurrent callers sharing one client
+(calls/s):
+
+    grpc raw stub             the generated stub, prebuilt request, response left as a protobuf message
+    grpc raw stub+decode      the same, then decoded to domain types with the gRPC client's codec (the baseline)
+    grpc client               MarketAnalysisGrpcClient (request codec, deadline, request id, error mapping, decode)
+    adapter -> grpc (forced)  the adapter with force="grpc": breaker, metrics, call record, no flag evaluation
+    adapter -> grpc           the flagged adapter, flags at gRPC 100 %: flag evaluation, breaker, metrics, client
+    rest raw httpx            httpx GET + orjson.loads, no domain decode
+    rest client               MarketAnalysisRestClient (JSON -> domain types)
+    adapter -> rest           the flagged adapter, flags at gRPC 0 %
+
+Variants of one transport are interleaved call by call (raw, client, adapter, raw, ...), so drift in machine load
+hits them alike and their differences are not an artefact of running at different times. Every row shares one
+ClientFactory: one gRPC channel and one httpx client, as a real process would.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SERVICE = "market_analysis"
+SYMBOL = "EURUSD"
+CONCURRENCY = 16
+SERVER_START_TIMEOUT_S = 30.0
+
+GRPC_VARIANTS = ("grpc raw stub", "grpc raw stub+decode", "grpc client", "adapter -> grpc (forced)",
+                 "adapter -> grpc")
+REST_VARIANTS = ("rest raw httpx", "rest client", "adapter -> rest")
+BASELINE = "grpc raw stub+decode"
+
+
+@dataclass(frozen=True)
+class Size:
+    label: str
+    bars: int
+    # sequential, per transport: at least min_n interleaved rounds, at most max_n, no new round after cap_s
+    grpc_seq: tuple[int, int, float]
+    rest_seq: tuple[int, int, float]
+    # 16 callers, per variant: at most max_calls in total, no new call after cap_s (the first 16 always start)
+    grpc_conc: tuple[int, float]
+    rest_conc: tuple[int, float]
+    concurrent: tuple[str, ...]  # the variants that get a 16-caller run
+    rest: tuple[str, ...] = REST_VARIANTS  # the REST variants measured at all
+    rest_warmup: int = 2
+
+
+ALL = GRPC_VARIANTS + REST_VARIANTS
+ADAPTERS = (BASELINE, "adapter -> grpc", "adapter -> rest")
+FULL_SIZES = (
+    Size("10", 10, (400, 2000, 4.0), (200, 1000, 3.0), (1600, 1.5), (480, 2.0), ALL),
+    Size("1k", 1_000, (150, 1000, 2.0), (40, 200, 2.5), (1600, 1.0), (160, 2.5), ADAPTERS),
+    Size("10k", 10_000, (50, 400, 2.0), (8, 40, 3.0), (480, 1.0), (32, 1.5), ADAPTERS),
+    Size("100k", 100_000, (15, 100, 2.5), (3, 3, 1.0), (64, 1.5), (16, 0.0), ADAPTERS, rest_warmup=0),
+)
+QUICK_SIZES = (
+    Size("10", 10, (150, 600, 1.0), (60, 300, 0.8), (480, 0.4), (160, 0.6), ("adapter -> grpc", "adapter -> rest")),
+    Size("1k", 1_000, (30, 200, 0.4), (8, 40, 0.4), (160, 0.3), (32, 0.5), ("adapter -> grpc", "adapter -> rest")),
+    Size("10k", 10_000, (10, 60, 0.4), (2, 10, 0.5), (64, 0.3), (0, 0.0), ("adapter -> grpc",), rest_warmup=0),
+    Size("100k", 100_000, (4, 15, 0.5), (1, 1, 0.0), (16, 0.3), (0, 0.0), ("adapter -> grpc",),
+         rest=("adapter -> rest",), rest_warmup=0),
+)
+
+TARGETS = {
+    "adapter_overhead_pct": 10.0,  # adapter -> grpc p50 vs raw stub+decode p50, small call: at most +10 %
+    "small_grpc_over_rest_p50": 0.5,  # adapter -> grpc p50 / adapter -> rest p50, small call: at most 0.5
+    "rest_over_grpc_100k": 20.0,  # adapter -> rest p50 / adapter -> grpc p50 at 100k bars: at least 20
+    "throughput_grpc_over_rest": 4.0,  # 16-caller calls/s, adapter -> grpc / adapter -> rest, small call: at least 4
+}
+
+
+@dataclass
+class Row:
+    size: str
+    bars: int
+    variant: str
+    transport: str
+    n: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    min_ms: float | None = None
+    conc_calls: int = 0
+    conc_wall_s: float | None = None
+    calls_per_s: float | None = None
+    conc_p50_ms: float | None = None
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+
+# --- server process --------------------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+class ServerProcess:
+    """`fxplat up --service market_analysis` in a child process on free loopback ports; always stopped on exit."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.rest_port = _free_port()
+        self.grpc_port = _free_port()
+        while self.grpc_port == self.rest_port:
+            self.grpc_port = _free_port()
+        self.rest_url = f"http://127.0.0.1:{self.rest_port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-c", "from fxplat.cli import app; app()", "up", "--service", SERVICE,
+               "--host", "127.0.0.1", "--rest-port", str(self.rest_port), "--grpc-port", str(self.grpc_port),
+               "--data-dir", str(self.data_dir)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FXPLAT_", "UNLEASH_"))}
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import grpc
+        import httpx
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        rest_ok = grpc_ok = False
+        channel = grpc.insecure_channel(self.grpc_target)
+        try:
+            while True:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the benchmark server exited with {self.proc.returncode}:\n"
+                                       f"{_tail(self.log_path)}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"the benchmark server was not ready within {SERVER_START_TIMEOUT_S:.0f} s "
+                                       f"(REST {'up' if rest_ok else 'down'}, gRPC {'up' if grpc_ok else 'down'}):\n"
+                                       f"{_tail(self.log_path)}")
+                if not rest_ok:
+                    with contextlib.suppress(httpx.HTTPError):
+                        rest_ok = httpx.get(f"{self.rest_url}/healthz", timeout=1.0).status_code == 200
+                if rest_ok and not grpc_ok:
+                    with contextlib.suppress(grpc.RpcError):
+                        resp = health_pb2_grpc.HealthStub(channel).Check(
+                            health_pb2.HealthCheckRequest(service=""), timeout=min(1.0, max(left, 0.05)))
+                        grpc_ok = resp.status == health_pb2.HealthCheckResponse.SERVING
+                if rest_ok and grpc_ok:
+                    return
+                time.sleep(0.1)
+        finally:
+            channel.close()
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+# --- measuring ------------------------------------------------------------------------------------------------------
+
+Call = Callable[[], Awaitable[Any]]
+
+
+def _pct(sorted_ms: list[float], q: float) -> float:
+    """Percentile by linear interpolation between closest ranks (numpy's default)."""
+    if len(sorted_ms) == 1:
+        return sorted_ms[0]
+    pos = q / 100.0 * (len(sorted_ms) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_ms) - 1)
+    return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
+
+
+def _summarise(row: Row) -> None:
+    s = sorted(row.samples_ms)
+    row.n = len(s)
+    if s:
+        row.p50_ms, row.p99_ms = _pct(s, 50), _pct(s, 99)
+        row.mean_ms, row.min_ms = sum(s) / len(s), s[0]
+
+
+async def _sequential(calls: dict[str, Call], rows: dict[str, Row], min_n: int, max_n: int, cap_s: float,
+                      warmup: int) -> None:
+    """Interleaved: each round calls every variant once, timing each call on its own."""
+    for _ in range(warmup):
+        for call in calls.values():
+            await call()
+    gc.collect()
+    perf = time.perf_counter
+    start = perf()
+    for i in range(max_n):
+        if i >= min_n and perf() - start > cap_s:
+            break
+        for name, call in calls.items():
+            t0 = perf()
+            await call()
+            rows[name].samples_ms.append((perf() - t0) * 1000.0)
+    for name in calls:
+        _summarise(rows[name])
+
+
+async def _concurrent(call: Call, row: Row, max_calls: int, cap_s: float) -> None:
+    """CONCURRENCY callers share `call` (one client); throughput = completed calls / wall time."""
+    if max_calls <= 0:
+        return
+    if max_calls >= 4 * CONCURRENCY:  # warm: open the pool's connections (skipped where one call costs ~1 s)
+        await asyncio.gather(*(call() for _ in range(CONCURRENCY)))
+    gc.collect()
+    perf = time.perf_counter
+    started = 0
+    latencies: list[float] = []
+    t_start = perf()
+    stop_at = t_start + cap_s
+
+    async def worker() -> None:
+        nonlocal started
+        while started < max_calls and (started < CONCURRENCY or perf() < stop_at):
+            started += 1
+            t0 = perf()
+            await call()
+            latencies.append((perf() - t0) * 1000.0)
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    wall = perf() - t_start
+    row.conc_calls, row.conc_wall_s = len(latencies), wall
+    row.calls_per_s = len(latencies) / wall if wall > 0 else None
+    row.conc_p50_ms = _pct(sorted(latencies), 50) if latencies else None
+
+
+def _write_flags(path: Path, grpc_pct: int) -> Path:
+    path.write_text(f"kill_switch: false\nservices:\n  {SERVICE}:\n    grpc: {grpc_pct}\n    stickiness: random\n")
+    return path
+
+
+async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], log) -> list[Row]:
+    import httpx
+    import orjson
+
+    from adapters.connect import connect
+    from adapters.flags import Flags
+    from forex.market_analysis.v1 import market_analysis_pb2 as pb
+    from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
+    from fxplat.config import Endpoint
+    from services.common.market_types import Timeframe
+    from services.market_analysis.grpc import MarketAnalysisGrpcClient, candles_query_to_pb
+    from services.market_analysis.models import CandlePage, CandlesQuery
+    from services.market_analysis.rest import MarketAnalysisRestClient
+    from transport import proto_codec as pc
+    from transport.client_factory import ClientFactory
+    from transport.grpc_client import DEFAULT_TIMEOUT_S
+
+    endpoint = Endpoint(server.rest_url, server.grpc_target)
+    flags_grpc = Flags(_write_flags(workdir / "flags-grpc.yaml", 100), unleash_url="")
+    flags_rest = Flags(_write_flags(workdir / "flags-rest.yaml", 0), unleash_url="")
+    rows: list[Row] = []
+    async with ClientFactory() as factory:
+        channel = factory.channel(server.grpc_target)
+        http: httpx.AsyncClient = factory.http(server.rest_url)
+        stub = pb_grpc.MarketAnalysisServiceStub(channel)
+        grpc_client = MarketAnalysisGrpcClient(channel)
+        rest_client = MarketAnalysisRestClient(http)
+        adapter_grpc = connect(SERVICE, endpoint, factory=factory, flags=flags_grpc, caller="bench")
+        adapter_forced = connect(SERVICE, endpoint, factory=factory, flags=flags_grpc, caller="bench", force="grpc")
+        adapter_rest = connect(SERVICE, endpoint, factory=factory, flags=flags_rest, caller="bench")
+        if not flags_grpc.use_grpc(SERVICE, "GetCandles") or flags_rest.use_grpc(SERVICE, "GetCandles"):
+            raise RuntimeError("benchmark flags did not evaluate to gRPC 100% / 0%")
+
+        for size in sizes:
+            query = CandlesQuery(SYMBOL, Timeframe.M1, limit=size.bars)
+            request = candles_query_to_pb(query)
+            params = {"timeframe": "M1", "limit": size.bars}
+            path = f"/v1/candles/{SYMBOL}"
+
+            async def raw_stub(request=request):
+                return await stub.GetCandles(request, timeout=DEFAULT_TIMEOUT_S)
+
+            async def raw_stub_decode(request=request):
+                resp = await stub.GetCandles(request, timeout=DEFAULT_TIMEOUT_S)
+                return CandlePage(pc.series_from_pb(resp.candles), resp.next_page_token)
+
+            async def raw_httpx(path=path, params=params):
+                resp = await http.get(path, params=params)
+                resp.raise_for_status()
+                return orjson.loads(resp.content)
+
+            calls: dict[str, Call] = {
+                "grpc raw stub": raw_stub,
+                "grpc raw stub+decode": raw_stub_decode,
+                "grpc client": lambda q=query: grpc_client.get_candles(q),
+                "adapter -> grpc (forced)": lambda q=query: adapter_forced.get_candles(q),
+                "adapter -> grpc": lambda q=query: adapter_grpc.get_candles(q),
+                "rest raw httpx": raw_httpx,
+                "rest client": lambda q=query: rest_client.get_candles(q),
+                "adapter -> rest": lambda q=query: adapter_rest.get_candles(q),
+            }
+            # the bars asked for must be what comes back, or the sizes mean nothing (also warms both paths)
+            page = await adapter_grpc.get_candles(query)
+            page_rest = await adapter_rest.get_candles(query)
+            if len(page.series) != size.bars or len(page_rest.series) != size.bars:
+                raise RuntimeError(f"asked for {size.bars} bars, got {len(page.series)} (gRPC) / "
+                                   f"{len(page_rest.series)} (REST)")
+            if page.series != page_rest.series:
+                log(f"  warning: gRPC and REST disagree on the {size.bars} bars (a parity bug; timing goes on)")
+
+            names = [*GRPC_VARIANTS, *size.rest]
+            by_name = {name: Row(size.label, size.bars, name, "grpc" if name in GRPC_VARIANTS else "rest")
+                       for name in names}
+            t0 = time.perf_counter()
+            lo, hi, cap = size.grpc_seq
+            await _sequential({k: calls[k] for k in GRPC_VARIANTS}, by_name, lo, hi, cap, warmup=max(3, lo // 20))
+            lo, hi, cap = size.rest_seq
+            await _sequential({k: calls[k] for k in size.rest}, by_name, lo, hi, cap, warmup=size.rest_warmup)
+            t_seq = time.perf_counter() - t0
+            for name in names:
+                if name in size.concurrent:
+                    max_calls, cap = size.grpc_conc if name in GRPC_VARIANTS else size.rest_conc
+                    await _concurrent(calls[name], by_name[name], max_calls, cap)
+            log(f"  {size.label}: sequential {t_seq:.1f} s, 16 callers {time.perf_counter() - t0 - t_seq:.1f} s")
+            rows.extend(by_name.values())
+    return rows
+
+
+# --- report ---------------------------------------------------------------------------------------------------------
+
+def _find(rows: list[Row], bars: int, variant: str) -> Row | None:
+    return next((r for r in rows if r.bars == bars and r.variant == variant), None)
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or den in (None, 0) else num / den
+
+
+def _ratios(rows: list[Row], small_bars: int) -> list[dict]:
+    """The four targets (on the rows the issue names), then the same ratios at every size, for information."""
+    def get(bars: int, variant: str, attr: str) -> float | None:
+        r = _find(rows, bars, variant)
+        return getattr(r, attr) if r else None
+
+    targets: list[dict] = []
+    info: list[dict] = []
+
+    def add(key: str, name: str, value: float | None, unit: str, target: tuple[str, float] | None) -> None:
+        entry = {"key": key, "name": name, "value": value, "unit": unit, "target": None, "pass": None}
+        if target is not None:
+            better, limit = target
+            entry["target"] = f"{better} {limit:g}{'%' if unit == '%' else 'x'}"
+            entry["pass"] = None if value is None else (value <= limit if better == "<=" else value >= limit)
+            targets.append(entry)
+        else:
+            info.append(entry)
+
+    def overhead(bars: int, variant: str) -> float | None:
+        r = _ratio(get(bars, variant, "p50_ms"), get(bars, BASELINE, "p50_ms"))
+        return None if r is None else (r - 1) * 100
+
+    sizes = sorted({r.bars for r in rows})
+    for bars in sizes:
+        small = bars == small_bars
+        add("adapter_overhead_pct" if small else f"adapter_overhead_pct_{bars}",
+            f"adapter->grpc p50 over raw stub+decode, {bars} bars", overhead(bars, "adapter -> grpc"), "%",
+            ("<=", TARGETS["adapter_overhead_pct"]) if small else None)
+        add(f"adapter_forced_overhead_pct_{bars}",
+            f"adapter forced to gRPC (no flag evaluation) p50 over raw stub+decode, {bars} bars",
+            overhead(bars, "adapter -> grpc (forced)"), "%", None)
+    for bars in sizes:
+        small = bars == small_bars
+        add("small_grpc_over_rest_p50" if small else f"grpc_over_rest_p50_{bars}",
+            f"p50 adapter->grpc / adapter->rest, {bars} bars",
+            _ratio(get(bars, "adapter -> grpc", "p50_ms"), get(bars, "adapter -> rest", "p50_ms")), "x",
+            ("<=", TARGETS["small_grpc_over_rest_p50"]) if small else None)
+    for bars in sizes:
+        big = bars == 100_000
+        add("rest_over_grpc_100k" if big else f"rest_over_grpc_{bars}",
+            f"REST / gRPC end to end (adapter p50, into domain types), {bars} bars",
+            _ratio(get(bars, "adapter -> rest", "p50_ms"), get(bars, "adapter -> grpc", "p50_ms")), "x",
+            (">=", TARGETS["rest_over_grpc_100k"]) if big else None)
+    for bars in sizes:
+        small = bars == small_bars
+        add("throughput_grpc_over_rest" if small else f"throughput_grpc_over_rest_{bars}",
+            f"16-caller calls/s adapter->grpc / adapter->rest, {bars} bars",
+            _ratio(get(bars, "adapter -> grpc", "calls_per_s"), get(bars, "adapter -> rest", "calls_per_s")), "x",
+            (">=", TARGETS["throughput_grpc_over_rest"]) if small else None)
+    return targets + info
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def _print_tables(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
+    meta = result["meta"]
+    t = Table(title=f"GetCandles {SYMBOL} M1, N bars: gRPC vs REST. Client {meta['client_loop']}; server "
+                    f"`fxplat up` in its own process. Times in ms; 16c = 16 concurrent callers on one client.",
+              title_justify="left")
+    for col in ("bars", "variant", "n", "p50", "p99", "mean", "16c calls/s", "16c p50"):
+        t.add_column(col, justify="left" if col in ("bars", "variant") else "right", no_wrap=True)
+    last = None
+    for r in result["rows"]:
+        if last is not None and r["size"] != last:
+            t.add_section()
+        t.add_row(r["size"] if r["size"] != last else "", r["variant"], str(r["n"]), _fmt(r["p50_ms"]),
+                  _fmt(r["p99_ms"]), _fmt(r["mean_ms"]),
+                  "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.1f}", _fmt(r["conc_p50_ms"]))
+        last = r["size"]
+    console.print(t)
+
+    rt = Table(title="Ratios (targets first)", title_justify="left")
+    for col, j in (("ratio", "left"), ("value", "right"), ("target", "right"), ("", "left")):
+        rt.add_column(col, justify=j, no_wrap=j == "right")
+    for r in result["ratios"]:
+        value = "-" if r["value"] is None else (f"{r['value']:+.1f}%" if r["unit"] == "%" else f"{r['value']:.2f}x")
+        verdict = "" if r["pass"] is None else ("[green]PASS[/green]" if r["pass"] else "[red]MISS[/red]")
+        rt.add_row(r["name"], value, r["target"] or "", verdict)
+    console.print(rt)
+    load = meta.get("loadavg_before")
+    console.print(f"wall time {meta['wall_s']:.1f} s; load average before the run "
+                  f"{'-' if load is None else f'{load:.2f}'} on {meta['cpus']} CPUs")
+
+
+def _client_loop() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
+    try:
+        import uvloop
+    except ImportError:
+        return None, "asyncio"
+    return uvloop.new_event_loop, f"uvloop {uvloop.__version__}"
+
+
+def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict:
+    """Start a Market Analysis server in a child process, measure every variant, print the tables, write `json_path`
+    (if given) and return the results."""
+    import grpc
+    import httpx
+
+    t_start = time.perf_counter()
+    sizes = QUICK_SIZES if quick else FULL_SIZES
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if load is not None and load > 0.5 * (os.cpu_count() or 1):
+        log(f"note: load average {load:.2f} on {os.cpu_count()} CPUs: other processes compete with the benchmark")
+    loop_factory, loop_name = _client_loop()
+    with tempfile.TemporaryDirectory(prefix="fxplat-bench-") as tmp:
+        workdir = Path(tmp)
+        server = ServerProcess(workdir)
+        try:
+            log(f"starting the Market Analysis server (REST {server.rest_url}, gRPC {server.grpc_target}) ...")
+            server.start()
+            log(f"server ready after {time.perf_counter() - t_start:.1f} s; client loop {loop_name}; "
+                f"{'quick' if quick else 'full'} run")
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                rows = runner.run(_bench(server, workdir, sizes, log))
+        finally:
+            server.stop()
+    wall = time.perf_counter() - t_start
+    result = {
+        "meta": {
+            "quick": quick, "wall_s": wall, "client_loop": loop_name, "server": "fxplat up (separate process)",
+            "python": platform.python_version(), "grpcio": grpc.__version__, "httpx": httpx.__version__,
+            "cpus": os.cpu_count(), "loadavg_before": load, "concurrency": CONCURRENCY, "symbol": SYMBOL,
+            "timeframe": "M1",
+            "small_bars": sizes[0].bars,
+        },
+        "rows": [{k: v for k, v in asdict(r).items() if k != "samples_ms"} for r in rows],
+        "ratios": _ratios(rows, sizes[0].bars),
+        "targets": TARGETS,
+    }
+    _print_tables(result)
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+        log(f"wrote {json_path}")
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover  (python -m fxplat.bench [--quick] [--json FILE])
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    run_bench(json_path=a.json, quick=a.quick)
