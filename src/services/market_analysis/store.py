@@ -12,18 +12,19 @@ CSV format
 * Time column: the first of `time`, `date`, `datetime`, `timestamp` present; when both `date` and `time` exist (as
   MetaTrader exports them) they are joined. Accepted values: ISO-8601 with or without a zone (naive times are UTC),
   e.g. `2025-01-02T13:00:00Z`, `2025-01-02 13:00:00`, `2025-01-02`; `2025.01.02 13:00` (MetaTrader); or a plain
-  number, read as unix seconds, or as unix milliseconds when >= 1e11. Sub-second parts are truncated.
+  number, read as unix seconds, or as unix milliseconds when >= 1e11 (years 1900-2199). Sub-second parts are
+  truncated.
 * `open`, `high`, `low`, `close` required; `volume` optional (0 when absent). Other columns are ignored.
 * Every row is validated before anything is written: numbers must parse and be finite, prices positive, volume not
   negative, low <= open, close <= high, no duplicate times. Rows may be in any order (they are sorted). The first
   problem is reported as `line N: column 'c': …` (N is the 1-based line in the file, the header being line 1); up to
   ten problems are listed as field violations.
+* Symbol: 3 to 12 letters or digits (upper-cased).
 * Timeframe: when not given it is inferred as the most common spacing between consecutive bars, which must be one of
   the supported timeframes. Bars closer together than half the timeframe are rejected.
 """
 from __future__ import annotations
 
-import csv
 import io
 import os
 import re
@@ -154,26 +155,55 @@ def parse_csv(path: Path) -> ParsedBars:
 def parse_csv_text(text: str, name: str = "the file") -> ParsedBars:
     if not text.strip():
         raise InvalidArgument(f"{name} is empty: expected a header row and data rows", field="file")
-    header_line = text.lstrip("\r\n").splitlines()[0]
-    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(header_line))
-    header: list[str] | None = None
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    for row in reader:
-        if not any(cell.strip() for cell in row):
-            continue  # blank line
-        if header is None:
-            header = [h.strip().lower() for h in row]
-            continue
-        rows.append(row)
-        lines.append(reader.line_num)
-    assert header is not None
+    body = text.lstrip("\r\n")
+    first_line = 1 + text[: len(text) - len(body)].count("\n")  # file line of the header
+    try:
+        # Everything as text, so each cell can be validated and reported by line; the C parser keeps this fast.
+        frame = pd.read_csv(
+            io.StringIO(body),
+            sep=_delimiter(body.splitlines()[0]),
+            dtype=str,
+            na_filter=False,
+            skip_blank_lines=False,  # keeps row i on file line first_line + 1 + i
+            skipinitialspace=True,
+            engine="c",
+        )
+    except pd.errors.ParserError as e:
+        wrong = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+        if wrong:
+            expected, line, saw = (int(g) for g in wrong.groups())
+            raise InvalidArgument(
+                f"line {line + first_line - 1}: {saw} fields but the header has {expected} "
+                "(a decimal comma in a comma-separated file?)",
+                field="file",
+            ) from None
+        raise InvalidArgument(f"{name} is not a readable CSV file: {e}", field="file") from None
+    header = [str(c).strip().lower() for c in frame.columns]
     columns = _locate_columns(header)
-    if not rows:
+    lines = np.arange(len(frame), dtype=np.int64) + first_line + 1
+    blank = _blank_rows(frame)
+    if blank.any():
+        frame, lines = frame[~blank], lines[~blank]
+    if len(frame) == 0:
         raise InvalidArgument(f"{name} has a header but no data rows", field="file")
-    cells = _cells_by_column(rows, lines, len(header), columns)
+    cells: dict[str, np.ndarray] = {}
+    for column, where in columns.items():
+        if isinstance(where, tuple):  # separate date and time columns
+            joined = frame.iloc[:, where[0]].str.strip() + " " + frame.iloc[:, where[1]].str.strip()
+            cells[column] = joined.to_numpy(dtype=object)
+        else:
+            cells[column] = frame.iloc[:, where].to_numpy(dtype=object)
     time_label = "date' + 'time" if isinstance(columns["time"], tuple) else header[columns["time"]]
-    return _validate(cells, np.asarray(lines, dtype=np.int64), time_label)
+    return _validate(cells, lines, time_label)
+
+
+def _blank_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Rows whose every cell is empty or white space (blank lines in the file)."""
+    blank = (frame.iloc[:, 0].str.strip() == "").to_numpy(copy=True)
+    if blank.any():
+        candidates = frame[blank]
+        blank[blank] = np.all([(candidates[c].str.strip() == "").to_numpy() for c in frame.columns], axis=0)
+    return blank
 
 
 def _delimiter(header_line: str) -> str:
@@ -207,54 +237,24 @@ def _locate_columns(header: list[str]) -> dict[str, int | tuple[int, int]]:
     return found
 
 
-def _cells_by_column(
-    rows: list[list[str]], lines: list[int], width: int, columns: dict[str, int | tuple[int, int]]
-) -> dict[str, np.ndarray]:
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    needed = max(max(i) if isinstance(i, tuple) else i for i in columns.values()) + 1
-    if (lengths > width).any():
-        k = int(np.argmax(lengths > width))
-        raise InvalidArgument(
-            f"line {lines[k]}: {lengths[k]} fields but the header has {width} "
-            "(a decimal comma in a comma-separated file?)",
-            field="file",
-        )
-    if (lengths < needed).any():
-        k = int(np.argmax(lengths < needed))
-        name = next(
-            n for n, i in columns.items() if (max(i) if isinstance(i, tuple) else i) >= lengths[k]
-        )
-        raise InvalidArgument(f"line {lines[k]}: column '{name}': missing value", field="file")
-    if (lengths < width).any():
-        rows = [r + [""] * (width - len(r)) for r in rows]
-    by_index = list(zip(*rows))
-    cells: dict[str, np.ndarray] = {}
-    for name, i in columns.items():
-        if isinstance(i, tuple):
-            date, clock = (np.array(by_index[j], dtype=str) for j in i)
-            cells[name] = np.char.add(np.char.add(date, " "), clock)
-        else:
-            cells[name] = np.array(by_index[i], dtype=str)
-    return cells
-
-
 class _Problems:
-    """Collects row problems found by vectorised checks; raises with the earliest in file order."""
+    """Collects row problems found by vectorised checks and raises with the earliest in file order. Within a cell,
+    the check run first wins (e.g. "not a number" before "outside the bar's range"), one problem per cell."""
 
     def __init__(self, lines: np.ndarray) -> None:
         self.lines = lines
-        self.found: list[tuple[int, int, str]] = []  # (line, column rank, message)
+        self.found: dict[tuple[int, int], str] = {}  # (line, column rank) -> message
 
     def check(self, bad: np.ndarray, column: str, message: Callable[[int], str]) -> None:
         rank = _COLUMN_ORDER.index(column)
         for k in np.flatnonzero(bad)[:MAX_REPORTED_PROBLEMS]:
-            self.found.append((int(self.lines[k]), rank, message(int(k))))
+            self.found.setdefault((int(self.lines[k]), rank), message(int(k)))
 
     def raise_if_any(self) -> None:
         if not self.found:
             return
-        self.found.sort()
-        messages = [f"line {line}: {text}" for line, _, text in self.found[:MAX_REPORTED_PROBLEMS]]
+        first = sorted(self.found.items())[:MAX_REPORTED_PROBLEMS]
+        messages = [f"line {line}: {text}" for (line, _), text in first]
         raise InvalidArgument(messages[0], violations=[FieldViolation("file", m) for m in messages])
 
 
@@ -294,7 +294,7 @@ def _validate(cells: dict[str, np.ndarray], lines: np.ndarray, time_label: str) 
             values[name] = np.zeros(len(lines))
             continue
         text = cells[name]
-        number = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+        number = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(dtype=np.float64, copy=True)
         bad = ~np.isfinite(number)
         number[bad] = np.nan  # comparisons below are then False: one problem per cell
         values[name] = number
@@ -335,6 +335,7 @@ def _describe_bad(column: str, text: str, what: str) -> str:
 
 
 _BAD_TIME = np.iinfo(np.int64).min
+_EPOCH_RANGE = (-2_208_988_800, 7_258_118_400)  # 1900-01-01 .. 2200-01-01, in unix seconds
 _METATRADER_DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})")
 
 
@@ -345,7 +346,8 @@ def _parse_times(text: np.ndarray) -> np.ndarray:
     numeric = np.isfinite(number)
     seconds = np.full(len(text), _BAD_TIME, dtype=np.int64)
     epoch = np.where(np.abs(number) >= EPOCH_MILLIS_THRESHOLD, number / 1000.0, number)
-    seconds[numeric] = np.floor(epoch[numeric]).astype(np.int64)
+    plausible = numeric & (epoch >= _EPOCH_RANGE[0]) & (epoch < _EPOCH_RANGE[1])
+    seconds[plausible] = np.floor(epoch[plausible]).astype(np.int64)
     if not numeric.all():
         iso = series[~numeric].str.replace(_METATRADER_DATE, r"\1-\2-\3", regex=True)
         parsed = pd.to_datetime(iso, utc=True, format="ISO8601", errors="coerce")
@@ -357,8 +359,10 @@ def _parse_times(text: np.ndarray) -> np.ndarray:
 
 
 def _decimals(text: np.ndarray) -> int:
-    """Most decimals written in a price column (how precisely the source quotes), capped at 10."""
-    s = pd.Series(text, dtype=object).str.strip()
+    """Most decimals written in a price column (how precisely the source quotes), capped at 10; looks at up to
+    10,000 evenly spaced cells."""
+    step = max(1, len(text) // 10_000)
+    s = pd.Series(text[::step], dtype=object).str.strip()
     point = s.str.rfind(".")
     decimals = np.where(point >= 0, s.str.len() - point - 1, 0)
     return int(min(10, max(0, decimals.max())))
