@@ -37,7 +37,8 @@ def digest(series: CandleSeries) -> str:
 
 
 def test_regeneration_is_identical():
-    assert synthetic.generate("GBPUSD") == synthetic.m1("GBPUSD")
+    fresh = synthetic.generate()
+    assert all(fresh[symbol] == synthetic.m1(symbol) for symbol in synthetic.SYMBOLS)
 
 
 def test_another_process_generates_the_same_data():
@@ -110,7 +111,8 @@ def test_price_levels_digits_and_volatility_are_realistic(symbol):
     spec = synthetic.SYMBOLS[symbol]
     m1 = synthetic.m1(symbol)
     assert abs(m1.close[0] / NOMINAL[symbol] - 1) < 0.01
-    assert 0.75 < m1.close.min() / NOMINAL[symbol] and m1.close.max() / NOMINAL[symbol] < 1.25
+    # a year of random walk at 6-10% volatility: within +-30% of the start (USDJPY reaches +24% in 2025)
+    assert 0.7 < m1.close.min() / NOMINAL[symbol] and m1.close.max() / NOMINAL[symbol] < 1.3
     assert np.allclose(m1.close, np.round(m1.close, spec.digits), rtol=0, atol=1e-12)
     assert (spec.pip_size, spec.digits) == ((0.01, 3) if "JPY" in symbol else (0.0001, 5))
     for tf in (Timeframe.M1, Timeframe.H1):

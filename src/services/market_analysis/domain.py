@@ -61,10 +61,10 @@ class MarketAnalysisDomain:
         return await asyncio.to_thread(self.candle_page, query)
 
     async def compute_indicators(self, request: IndicatorRequest) -> IndicatorResult:
-        return await asyncio.to_thread(self.indicators, request)
+        return await asyncio.to_thread(self.indicator_result, request)
 
     async def analyze_market(self, query: SummaryQuery) -> MarketSummary:
-        return await asyncio.to_thread(self.summary, query)
+        return await asyncio.to_thread(self.market_summary, query)
 
     async def warm(self) -> None:
         """Generate the synthetic market and its timeframes now (about a second), off the event loop."""
@@ -106,17 +106,18 @@ class MarketAnalysisDomain:
         symbol = _symbol(query.symbol)
         timeframe = Timeframe.parse(query.timeframe)
         limit = _limit(query.limit)
-        fingerprint = _fingerprint(symbol, timeframe, query.range)
-        resume_at = _decode_token(query.page_token, fingerprint, query.range) if query.page_token else None
+        range = query.range or TimeRange()
+        fingerprint = _fingerprint(symbol, timeframe, range)
+        resume_at = _decode_token(query.page_token, fingerprint, range) if query.page_token else None
         series = self.series(symbol, timeframe)
-        start, stop = _bounds(series.time, query.range)
+        start, stop = _bounds(series.time, range)
         if resume_at is not None:
             start = max(start, int(np.searchsorted(series.time, resume_at, side="left")))
         end = min(stop, start + limit)
         token = _encode_token(int(series.time[end]), fingerprint) if end < stop else ""
         return CandlePage(series.slice(start, end), token)
 
-    def indicators(self, request: IndicatorRequest) -> IndicatorResult:
+    def indicator_result(self, request: IndicatorRequest) -> IndicatorResult:
         """Indicators over the bars of the range, one output per spec, in request order."""
         specs = tuple(request.indicators)
         if not specs:
@@ -127,7 +128,7 @@ class MarketAnalysisDomain:
             )
         for i, spec in enumerate(specs):
             indicators.validate(spec, i)
-        series = self.candles(request.symbol, request.timeframe, request.range)
+        series = self.candles(request.symbol, request.timeframe, request.range or TimeRange())
         if len(series) > MAX_INDICATOR_BARS:
             raise InvalidArgument(
                 f"the range holds {len(series):,} {series.timeframe.value} bars, more than the {MAX_INDICATOR_BARS:,} "
@@ -137,13 +138,22 @@ class MarketAnalysisDomain:
         outputs = tuple(indicators.compute(spec, series, i) for i, spec in enumerate(specs))
         return IndicatorResult(series.symbol, series.timeframe, series.time, outputs)
 
-    def summary(self, query: SummaryQuery) -> MarketSummary:
-        """Market summary of the range; without a range start, of the last 500 bars (before range.end, if set)."""
+    def market_summary(self, query: SummaryQuery) -> MarketSummary:
+        """Market summary of the range; without a range start, of the last 500 bars (before range.end, if set).
+        Support and resistance levels are rounded to the symbol's quoted digits."""
         series = self.series(query.symbol, query.timeframe)
-        start, stop = _bounds(series.time, query.range)
-        if query.range.start is None:
+        range = query.range or TimeRange()
+        start, stop = _bounds(series.time, range)
+        if range.start is None:
             start = max(0, stop - DEFAULT_SUMMARY_BARS)
-        return summary.summarize(series.slice(start, stop))
+        return summary.summarize(series.slice(start, stop), digits=self._digits(series.symbol))
+
+    def _digits(self, symbol: str) -> int | None:
+        imported = self._store.timeframes(symbol) if self._store else []
+        if imported:
+            return _imported_info(symbol, imported).digits
+        spec = synthetic.SYMBOLS.get(symbol)
+        return spec.digits if spec else None
 
     # --- imported data ---------------------------------------------------------------------------------------------
 

@@ -4,21 +4,23 @@ Definitions (all over the bars of the window, in order; weekend gaps are ignored
 
 * change_pct = (last close / first close - 1) × 100.
 * Trend: ordinary least squares of log(close) on the bar index. trend_strength = R² of that fit (0 = no linear
-  trend, 1 = a perfectly straight line). trend = UP or DOWN by the sign of the slope when R² >= TREND_MIN_R2,
-  otherwise SIDEWAYS.
+  trend, 1 = a perfectly straight line). trend = UP or DOWN by the sign of the slope when R² >= 0.30, otherwise
+  SIDEWAYS.
 * atr = last value of ATR(14) (Wilder), in price units.
 * realized_volatility = sample standard deviation of the log close-to-close returns × sqrt(bars per year of the
-  timeframe).
+  timeframe, `Timeframe.bars_per_year`).
 * Regime, first rule that matches:
-    1. TRENDING when R² >= TRENDING_MIN_R2 (a clear directional move);
-    2. VOLATILE when the recent volatility (std of the last RECENT_FRACTION of returns, at least 10 of them) is
-       >= VOLATILE_RATIO × the window's;
-    3. QUIET when it is <= QUIET_RATIO × the window's;
+    1. TRENDING when R² >= 0.60 (a clear directional move);
+    2. VOLATILE when the recent volatility (std of the last 10% of the returns, at least 10 of them) is >= 1.25 × the
+       whole window's;
+    3. QUIET when it is <= 0.8 × the whole window's;
     4. RANGING otherwise.
-* Support and resistance: swing points are bars whose high (low) is the highest (lowest) of the SWING_RADIUS bars on
-  each side; the window's highest high and lowest low are added. The levels are sorted and grouped so that
-  neighbouring levels closer than CLUSTER_ATR × ATR fall into one cluster, whose level is its mean. Clusters below the
-  last close are support, above it resistance, nearest first, at most MAX_LEVELS each.
+* Support and resistance: swing points are bars whose high (low) is the highest (lowest) of the 3 bars on each side;
+  the window's highest high and lowest low are added. The levels are sorted and grouped so that neighbouring levels
+  closer than 0.5 × ATR fall into one cluster, whose level is its mean. Clusters below the last close are support,
+  above it resistance, nearest first, at most 3 each (rounded to the symbol's quoted digits when known).
+
+A window needs at least 30 bars.
 """
 from __future__ import annotations
 
@@ -30,20 +32,22 @@ from services.common.market_types import CandleSeries, from_unix
 from services.market_analysis.indicators import atr as atr_line
 from services.market_analysis.models import MarketSummary, Regime, TrendDirection
 
+# The thresholds of the module docstring.
 MIN_BARS = 30
 ATR_PERIOD = 14
 TREND_MIN_R2 = 0.30
 TRENDING_MIN_R2 = 0.60
-RECENT_FRACTION = 0.2
-VOLATILE_RATIO = 1.5
-QUIET_RATIO = 0.6
+RECENT_FRACTION = 0.1
+VOLATILE_RATIO = 1.25
+QUIET_RATIO = 0.8
 SWING_RADIUS = 3
 CLUSTER_ATR = 0.5
 MAX_LEVELS = 3
 
 
-def summarize(series: CandleSeries) -> MarketSummary:
-    """Summarise every bar of `series` (see the module docstring for the definitions)."""
+def summarize(series: CandleSeries, digits: int | None = None) -> MarketSummary:
+    """Summarise every bar of `series` (see the module docstring for the definitions). With `digits`, support and
+    resistance levels are rounded to that many decimals (the symbol's quote precision)."""
     n = len(series)
     if n < MIN_BARS:
         raise InvalidArgument(
@@ -59,7 +63,7 @@ def summarize(series: CandleSeries) -> MarketSummary:
     else:
         trend = TrendDirection.UP if slope > 0 else TrendDirection.DOWN
     atr_value = float(atr_line(series.high, series.low, close, ATR_PERIOD)[-1])
-    support, resistance = support_resistance(series.high, series.low, float(close[-1]), atr_value)
+    support, resistance = support_resistance(series.high, series.low, float(close[-1]), atr_value, digits)
     return MarketSummary(
         symbol=series.symbol,
         timeframe=series.timeframe,
@@ -120,11 +124,13 @@ def cluster_levels(levels: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def support_resistance(
-    high: np.ndarray, low: np.ndarray, price: float, atr_value: float
+    high: np.ndarray, low: np.ndarray, price: float, atr_value: float, digits: int | None = None
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Clustered swing levels below and above `price`, nearest first, at most MAX_LEVELS each."""
     tolerance = CLUSTER_ATR * atr_value if np.isfinite(atr_value) else 0.0
     clusters = cluster_levels(swing_levels(high, low), tolerance)
+    if digits is not None:
+        clusters = np.unique(np.round(clusters, digits))
     below = clusters[clusters < price][::-1][:MAX_LEVELS]
     above = clusters[clusters > price][:MAX_LEVELS]
     return tuple(float(v) for v in below), tuple(float(v) for v in above)
