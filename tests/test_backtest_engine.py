@@ -13,6 +13,7 @@ from services.backtesting import engine, strategies
 from services.backtesting.engine import Costs
 from services.backtesting.metrics import compute_metrics
 from services.backtesting.models import Side
+from services.common import indicators
 from services.common.errors import InvalidArgument
 from services.common.market_types import CandleSeries, Timeframe
 
@@ -145,7 +146,7 @@ RSI_CLOSE = np.array([10, 11, 12, 11, 9, 8, 9, 9.5, 10.5, 11.5, 10.5, 8.5])
 
 
 def test_rsi_is_wilder_smoothed():
-    r = strategies.rsi(RSI_CLOSE, 2)
+    r = indicators.rsi(RSI_CLOSE, 2)
     assert np.isnan(r[:2]).all()
     expected = [100, 50, 100 * 0.25 / 1.5, 10, 50, 100 * 0.53125 / 0.8125, 100 * 0.765625 / 0.90625]
     assert r[2:9] == pytest.approx(expected)
@@ -174,15 +175,16 @@ def test_bollinger_breakout_targets():
 def test_indicators_match_textbook_formulas():
     x = np.random.default_rng(7).normal(1.1, 0.01, 300)
     windows = np.lib.stride_tricks.sliding_window_view(x, 20)
-    assert strategies.sma(x, 20)[19:] == pytest.approx(windows.mean(axis=1), rel=1e-12)
-    assert strategies.rolling_std(x, 20)[19:] == pytest.approx(windows.std(axis=1), rel=1e-9)
+    assert indicators.sma(x, 20)[19:] == pytest.approx(windows.mean(axis=1), rel=1e-12)
+    bands = indicators.bollinger(x, 20, 1.0)  # k = 1: the band's half-width is the population std
+    assert (bands["upper"] - bands["middle"])[19:] == pytest.approx(windows.std(axis=1), rel=1e-9)
     gains, losses = np.clip(np.diff(x), 0, None), np.clip(-np.diff(x), 0, None)
     avg_gain, avg_loss = gains[:14].mean(), losses[:14].mean()
     expected = [100 * avg_gain / (avg_gain + avg_loss)]
     for g, l in zip(gains[14:], losses[14:]):
         avg_gain, avg_loss = (avg_gain * 13 + g) / 14, (avg_loss * 13 + l) / 14
         expected.append(100 * avg_gain / (avg_gain + avg_loss))
-    assert strategies.rsi(x, 14)[14:] == pytest.approx(expected, rel=1e-9)
+    assert indicators.rsi(x, 14)[14:] == pytest.approx(expected, rel=1e-9)
 
 
 def reference_simulation(open_, close, target, costs: Costs, equity0: float):

@@ -9,7 +9,8 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.common.market_types import CandleSeries, Timeframe
-from services.market_analysis import indicators as ind
+from services.common import indicators as ind
+from services.market_analysis import indicators as requests
 from services.market_analysis.models import IndicatorSpec
 
 NaN = math.nan
@@ -119,6 +120,11 @@ def test_rsi_by_hand():
     assert_series(ind.rsi(np.array([10.0, 11, 10, 12, 12, 11]), 3), [NaN, NaN, NaN, 75, 75, 48])
 
 
+def test_rsi_is_neutral_when_nothing_moved():
+    # gain and loss averages are both 0: RSI is undefined, reported as the neutral 50 (not 100, not a NaN)
+    assert_series(ind.rsi(np.array([5.0, 5, 5, 5, 5, 5]), 3), [NaN, NaN, NaN, 50, 50, 50])
+
+
 def test_rsi_is_100_without_losses():
     assert_series(ind.rsi(np.array([1.0, 2, 3, 4, 5, 6]), 3), [NaN, NaN, NaN, 100, 100, 100])
 
@@ -215,7 +221,7 @@ def test_period_longer_than_data_is_all_nan():
 
 
 def test_compute_fills_defaults_as_floats_and_lowercases_name(prices):
-    out = ind.compute(IndicatorSpec("MACD", {"fast": 5}), series_of(*prices))
+    out = requests.compute(IndicatorSpec("MACD", {"fast": 5}), series_of(*prices))
     assert out.name == "macd"
     assert out.params == {"fast": 5.0, "slow": 26.0, "signal": 9.0}
     assert all(type(v) is float for v in out.params.values())
@@ -235,13 +241,13 @@ def test_compute_fills_defaults_as_floats_and_lowercases_name(prices):
     ],
 )
 def test_compute_lines_and_defaults(prices, name, lines, defaults):
-    out = ind.compute(IndicatorSpec(name), series_of(*prices))
+    out = requests.compute(IndicatorSpec(name), series_of(*prices))
     assert set(out.lines) == lines and out.params == defaults
 
 
 def test_compute_atr_uses_high_low_close(prices):
     _, high, low, close = prices
-    out = ind.compute(IndicatorSpec("atr", {"period": 7}), series_of(*prices))
+    out = requests.compute(IndicatorSpec("atr", {"period": 7}), series_of(*prices))
     assert_series(out.lines["value"], ref_atr(list(high), list(low), list(close), 7))
 
 
@@ -264,10 +270,10 @@ def test_compute_atr_uses_high_low_close(prices):
 )
 def test_validation_errors_name_the_field(prices, spec, field):
     with pytest.raises(InvalidArgument) as e:
-        ind.compute(spec, series_of(*prices), index=3)
+        requests.compute(spec, series_of(*prices), index=3)
     assert e.value.field == field
     assert e.value.message
 
 
 def test_integral_float_period_is_accepted():
-    assert ind.validate(IndicatorSpec("sma", {"period": 14.0}))[1] == {"period": 14.0}
+    assert requests.validate(IndicatorSpec("sma", {"period": 14.0}))[1] == {"period": 14.0}

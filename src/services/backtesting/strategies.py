@@ -10,18 +10,18 @@
 - bollinger_breakout(period, k): long when close > upper band, held until close < middle; short when close < lower
   band, held until close > middle. Flat otherwise.
 
-Indicators: SMA; RSI with Wilder smoothing (first average = simple mean of the first `period` changes, 0/0 -> 50);
-Bollinger = SMA +- k * population standard deviation. Warm-up bars are NaN and never trigger anything.
+Indicators come from `services.common.indicators` (SMA; Wilder RSI, 50 on a window that did not move; Bollinger with
+the population standard deviation). Warm-up bars are NaN and never trigger anything.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import pandas as pd
 
 from services.backtesting.models import STRATEGY_DEFAULTS
 from services.common.errors import InvalidArgument
+from services.common.indicators import bollinger, rsi, sma
 
 RSI_MIDLINE = 50.0
 
@@ -89,36 +89,6 @@ _CHECKS = {
 }
 
 
-# --- indicators -----------------------------------------------------------------------------------------------------
-
-def sma(x: np.ndarray, period: int) -> np.ndarray:
-    return pd.Series(x).rolling(period).mean().to_numpy()
-
-
-def rolling_std(x: np.ndarray, period: int) -> np.ndarray:
-    """Population (ddof=0) standard deviation over the last `period` values."""
-    return pd.Series(x).rolling(period).std(ddof=0).to_numpy()
-
-
-def rsi(close: np.ndarray, period: int) -> np.ndarray:
-    """Wilder's RSI: defined from bar `period` on (the first average is the mean of the first `period` changes)."""
-    out = np.full(close.shape[0], np.nan)
-    if close.shape[0] <= period:
-        return out
-    change = np.diff(close)
-    avg_gain = _wilder(np.clip(change, 0.0, None), period)
-    avg_loss = _wilder(np.clip(-change, 0.0, None), period)
-    total = avg_gain + avg_loss
-    out[period:] = np.divide(100.0 * avg_gain, total, out=np.full_like(total, RSI_MIDLINE), where=total > 0)
-    return out
-
-
-def _wilder(values: np.ndarray, period: int) -> np.ndarray:
-    """avg[0] = mean(values[:period]); avg[i] = avg[i-1] + (values[period-1+i] - avg[i-1]) / period."""
-    seeded = np.concatenate(([values[:period].mean()], values[period:]))
-    return pd.Series(seeded).ewm(alpha=1.0 / period, adjust=False).mean().to_numpy()
-
-
 # --- strategies -----------------------------------------------------------------------------------------------------
 
 def _last_index(mask: np.ndarray) -> np.ndarray:
@@ -147,11 +117,10 @@ def _rsi_reversion(close: np.ndarray, p: dict[str, float]) -> np.ndarray:
 
 
 def _bollinger_breakout(close: np.ndarray, p: dict[str, float]) -> np.ndarray:
-    period = int(p["period"])
-    middle = sma(close, period)
-    width = p["k"] * rolling_std(close, period)
-    long = _latched(close > middle + width, close < middle)
-    short = _latched(close < middle - width, close > middle)
+    bands = bollinger(close, int(p["period"]), p["k"])
+    middle = bands["middle"]
+    long = _latched(close > bands["upper"], close < middle)
+    short = _latched(close < bands["lower"], close > middle)
     return long.astype(np.int8) - short.astype(np.int8)
 
 

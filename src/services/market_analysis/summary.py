@@ -29,7 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from services.common.errors import InvalidArgument
 from services.common.market_types import CandleSeries, from_unix
-from services.market_analysis.indicators import atr as atr_line
+from services.common.indicators import atr as atr_line
 from services.market_analysis.models import MarketSummary, Regime, TrendDirection
 
 # The thresholds of the module docstring.
