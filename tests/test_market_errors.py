@@ -12,7 +12,7 @@ from forex.common.v1 import common_pb2
 from forex.market_analysis.v1 import market_analysis_pb2 as pb
 from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
 from services.common.errors import InvalidArgument, NotFound
-from services.common.market_types import TimeRange, Timeframe
+from services.common.market_types import TimeRange
 from services.market_analysis.models import CandlesQuery, IndicatorRequest, IndicatorSpec
 
 WIRES = ("domain", "grpc", "rest")

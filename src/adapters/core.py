@@ -25,8 +25,6 @@ from transport.metrics import CLIENT_CALLS, CLIENT_FALLBACKS, CLIENT_LATENCY, CL
 T = TypeVar("T")
 Impl = TypeVar("Impl")
 
-DEFAULT_BUDGET_S = 30.0
-
 
 @dataclass(frozen=True)
 class MethodPolicy:
@@ -87,7 +85,7 @@ class FlaggedCaller(Generic[Impl]):
     caller: str = ""
     breaker: AsyncBreaker | None = None
     rest_attempts: int = 3
-    budget_s: float = DEFAULT_BUDGET_S
+    budget_s: float = context.DEFAULT_BUDGET_S
     force: str | None = None  # "grpc" or "rest" pins the transport (fxplat call --transport), flags ignored
     _policy_default: MethodPolicy = field(default_factory=MethodPolicy)
 

@@ -272,7 +272,6 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
 
     from adapters.connect import connect
     from adapters.flags import Flags
-    from forex.market_analysis.v1 import market_analysis_pb2 as pb
     from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
     from fxplat.config import Endpoint
     from services.common.market_types import Timeframe
@@ -281,7 +280,7 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
     from services.market_analysis.rest import MarketAnalysisRestClient
     from transport import proto_codec as pc
     from transport.client_factory import ClientFactory
-    from transport.grpc_client import DEFAULT_TIMEOUT_S
+    from transport.context import DEFAULT_BUDGET_S
 
     endpoint = Endpoint(server.rest_url, server.grpc_target)
     flags_grpc = Flags(_write_flags(workdir / "flags-grpc.yaml", 100), unleash_url="")
@@ -306,10 +305,10 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
             path = f"/v1/candles/{SYMBOL}"
 
             async def raw_stub(request=request):
-                return await stub.GetCandles(request, timeout=DEFAULT_TIMEOUT_S)
+                return await stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)
 
             async def raw_stub_decode(request=request):
-                resp = await stub.GetCandles(request, timeout=DEFAULT_TIMEOUT_S)
+                resp = await stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)
                 return CandlePage(pc.series_from_pb(resp.candles), resp.next_page_token)
 
             async def raw_httpx(path=path, params=params):

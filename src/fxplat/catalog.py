@@ -62,9 +62,8 @@ async def build_host(name: str, ctx: BuildContext, host: str, rest_port: int, gr
     impl, closer = await entry.build(ctx)
     app = create_app(name, entry.title, entry.description)
     app.include_router(entry.rest_router(impl))
-    svc = ServiceHost(name, host, app, entry.grpc_handler(impl) if grpc_enabled else None, entry.grpc_service,
+    svc = ServiceHost(name, host, app, entry.grpc_handler(impl) if grpc_enabled else None, entry.grpc_service, impl,
                       rest_port, grpc_port)
-    svc.impl = impl  # type: ignore[attr-defined]  # the domain, for in-process inspection (tests, status)
     if closer:
         svc.closers.append(closer)
     return svc

@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from fxplat import config
-from fxplat.catalog import CATALOG, BuildContext, build_host
+from fxplat.catalog import BuildContext, build_host
 from transport.server import ServiceHost
 
 log = logging.getLogger("fxplat.up")
@@ -45,6 +45,3 @@ async def serve(names: list[str], *, host: str, data_dir: Path, grpc_enabled: bo
         await svc.stop(grace)
     log.info("stopped")
 
-
-def known(name: str) -> bool:
-    return name in CATALOG

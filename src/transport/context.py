@@ -13,6 +13,8 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("fxplat
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("fxplat_request_id", default="")
 
 TIMEOUT_HEADER = "x-request-timeout-ms"
+# Budget of a call whose caller set none: even then, a call must not hang forever on a wedged peer.
+DEFAULT_BUDGET_S = 30.0
 
 
 def remaining() -> float | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from services.common import errors as E
@@ -142,6 +142,11 @@ def to_problem(err: E.DomainError) -> dict:
     return body
 
 
+def error_class_for_http(status: int) -> type[E.DomainError]:
+    mapping = _BY_HTTP.get(status)
+    return mapping.error if mapping else _HTTP_ALIASES.get(status, E.Unavailable if status >= 500 else E.InvalidArgument)
+
+
 def from_problem(status: int, body: object) -> E.DomainError:
     """Rebuild the domain error from a problem+json body; tolerate foreign error bodies (proxies, plain text)."""
     if isinstance(body, dict) and body.get("code") in TABLE:
@@ -150,7 +155,6 @@ def from_problem(status: int, body: object) -> E.DomainError:
                       for v in body.get("field_violations") or ()]
         return cls(str(body.get("detail") or body["code"]), violations=violations, reason=body.get("reason"),
                    metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()})
-    mapping = _BY_HTTP.get(status)
-    cls = mapping.error if mapping else _HTTP_ALIASES.get(status, E.Unavailable if status >= 500 else E.InvalidArgument)
+    cls = error_class_for_http(status)
     text = body.get("detail") if isinstance(body, dict) else body
     return cls(f"HTTP {status}: {str(text or '')[:200]}".rstrip(": "))

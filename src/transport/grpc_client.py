@@ -7,9 +7,6 @@ import grpc
 from services.common import errors as E
 from transport import context, errors
 
-# When the caller set no deadline, a call still must not hang forever on a wedged peer.
-DEFAULT_TIMEOUT_S = 30.0
-
 
 async def unary(stub_method, request, *, metadata: tuple[tuple[str, str], ...] = ()):
     left = context.remaining()
@@ -19,6 +16,6 @@ async def unary(stub_method, request, *, metadata: tuple[tuple[str, str], ...] =
     if rid := context.request_id.get():
         md.append(("x-request-id", rid))
     try:
-        return await stub_method(request, timeout=DEFAULT_TIMEOUT_S if left is None else left, metadata=md)
+        return await stub_method(request, timeout=context.DEFAULT_BUDGET_S if left is None else left, metadata=md)
     except grpc.aio.AioRpcError as exc:
         raise errors.from_grpc_error(exc) from None

@@ -68,7 +68,7 @@ def _violation_field(loc: tuple) -> str:
 
 
 def _code_of(status: int) -> str:
-    return "OK" if status < 400 else errors.from_problem(status, None).code
+    return "OK" if status < 400 else errors.error_class_for_http(status).code
 
 
 class _CallContext:

@@ -10,7 +10,6 @@ import orjson
 
 from services.common import errors as E
 from transport import context, errors
-from transport.grpc_client import DEFAULT_TIMEOUT_S
 
 
 async def call(client: httpx.AsyncClient, method: str, path: str, *, params: dict | None = None,
@@ -18,7 +17,7 @@ async def call(client: httpx.AsyncClient, method: str, path: str, *, params: dic
     left = context.remaining()
     if left is not None and left <= 0:
         raise E.DeadlineExceeded("deadline exceeded before the call was sent")
-    timeout = DEFAULT_TIMEOUT_S if left is None else left
+    timeout = context.DEFAULT_BUDGET_S if left is None else left
     hdrs = {context.TIMEOUT_HEADER: str(max(1, int(timeout * 1000))), **(headers or {})}
     if rid := context.request_id.get():
         hdrs["x-request-id"] = rid

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import grpc
 import uvicorn
 from fastapi import FastAPI
-from grpc_health.v1 import health_pb2
 
 from transport import grpc_server
 
@@ -51,6 +50,7 @@ class ServiceHost:
     app: FastAPI
     grpc_handler: grpc.GenericRpcHandler | None
     service_full_name: str
+    impl: object = None  # the domain it serves, for in-process callers (tests)
     rest_port: int = 0
     grpc_port: int = 0
     _grpc: grpc.aio.Server | None = None
@@ -113,5 +113,3 @@ class ServiceHost:
     def grpc_serving(self) -> bool:
         return self._grpc is not None
 
-
-SERVING = health_pb2.HealthCheckResponse.SERVING

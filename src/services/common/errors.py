@@ -6,7 +6,7 @@ The `code` of each class is the google.rpc.Code name it travels as.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
