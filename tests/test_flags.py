@@ -20,7 +20,8 @@ from adapters.flag_schema import (
     parse_flags,
     to_unleash_features,
 )
-from adapters.flags import Flags
+from adapters.flag_schema import grpc_feature, shadow_feature
+from adapters.flags import Flags, _context, _offline_client, fixed_answers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KEYS = [f"request-{n}" for n in range(1000)]
@@ -222,6 +223,29 @@ def test_shadow_share_follows_its_percent(tmp_path: Path) -> None:
     flags = flags_from(tmp_path, "services:\n  market_analysis: {grpc: 100, shadow: 10}\n")
     calls = 2000
     assert 0.07 <= sum(flags.shadow("market_analysis", "GetCandles") for _ in range(calls)) / calls <= 0.13
+
+
+@pytest.mark.parametrize("kill_switch", [False, True])
+@pytest.mark.parametrize("service_pct, method_pct, shadow_pct", [
+    (0, None, 0), (100, None, 100), (100, 0, 0), (0, 100, 100), (25, 100, 0), (100, 40, 60),
+])
+def test_answers_known_without_evaluation_agree_with_unleash(kill_switch, service_pct, method_pct, shadow_pct) -> None:
+    methods = {} if method_pct is None else {"GetCandles": {"grpc": method_pct}}
+    flags = FlagsConfig(kill_switch=kill_switch, services={"market_analysis": ServiceFlags(
+        grpc=service_pct, shadow=shadow_pct, methods=methods)})
+    fixed = fixed_answers(flags)
+    unleash = _offline_client(flags)
+    default, by_method = fixed.grpc["market_analysis"]
+    for method in ("GetCandles", "ListSymbols"):
+        answer = by_method.get(method, default)
+        if answer is not None:  # a fixed answer must be what Unleash says for every key
+            assert {unleash.is_enabled(grpc_feature("market_analysis"), _context("market_analysis", method, "", k))
+                    for k in KEYS[:200]} == {answer}
+    if fixed.shadow["market_analysis"] is not None:
+        assert {unleash.is_enabled(shadow_feature("market_analysis"), _context("market_analysis", "GetCandles", "", k))
+                for k in KEYS[:200]} == {fixed.shadow["market_analysis"]}
+    expected_fixed = kill_switch or service_pct in (0, 100)
+    assert (default is not None) == expected_fixed  # shares strictly between 0 and 100 are left to Unleash
 
 
 def test_unknown_service_is_a_programming_error(tmp_path: Path) -> None:

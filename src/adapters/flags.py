@@ -103,6 +103,9 @@ class Flags:
             )
         else:
             self._client = _offline_client(flags)
+        # Offline, flags.yaml is the whole truth, so answers that cannot vary are known up front. Server mode always
+        # asks Unleash: the server may hold strategies that flags.yaml cannot express.
+        self._fixed = _NOTHING_FIXED if self._server_url else fixed_answers(flags)
 
         self._grpc_features = {service: grpc_feature(service) for service in SERVICES}
         self._shadow_features = {service: shadow_feature(service) for service in SERVICES}
@@ -118,11 +121,19 @@ class Flags:
         One Unleash evaluation covers the kill switch, the service percent and the method overrides. `key` keeps
         one request (or entity) on one transport under request_key stickiness; None decides each call afresh.
         """
+        fixed = self._fixed.grpc.get(service)
+        if fixed is not None:
+            answer = fixed[1].get(method, fixed[0])
+            if answer is not None:
+                return answer
         feature = _feature_of(self._grpc_features, service)
         return self._client.is_enabled(feature, _context(service, method, caller, key))
 
     def shadow(self, service: str, method: str, key: str | None = None) -> bool:
         """True: also send this call to the other transport and compare. Ask only for read calls, never writes."""
+        answer = self._fixed.shadow.get(service)
+        if answer is not None:
+            return answer
         feature = _feature_of(self._shadow_features, service)
         return self._client.is_enabled(feature, _context(service, method, "", key))
 
@@ -184,6 +195,7 @@ class Flags:
         # A new client rather than new state pushed into the old one: UnleashClient has no public way to do that.
         # Calls already holding the old client finish on it; an offline client owns no thread to stop.
         self._client = _offline_client(flags)
+        self._fixed = fixed_answers(flags)  # a call between these two lines sees old or new flags: both were valid
         self._snapshot = FlagsSnapshot(flags, self._snapshot.source, _now())
         log.info("flags reloaded from %s", self._path)
 
@@ -200,6 +212,36 @@ class Flags:
     def _reject(self, problem: str) -> None:
         log.warning("flags update rejected, the flags from %s stay in force: %s", self._snapshot.source, problem)
         self._snapshot = replace(self._snapshot, error=problem)
+
+
+@dataclass(frozen=True)
+class FixedAnswers:
+    """Decisions that need no evaluation: per service, (its default, {overridden method: answer}) for gRPC, and its
+    shadow answer. None marks a share strictly between 0 and 100 %, which Unleash must bucket per key."""
+
+    grpc: dict[str, tuple[bool | None, dict[str, bool | None]]]
+    shadow: dict[str, bool | None]
+
+
+_NOTHING_FIXED = FixedAnswers({}, {})
+
+
+def _fixed(percent: int, kill_switch: bool) -> bool | None:
+    if kill_switch:
+        return False
+    return {0: False, 100: True}.get(percent)
+
+
+def fixed_answers(flags: FlagsConfig) -> FixedAnswers:
+    """What Unleash would answer for every 0 % / 100 % share (and everything under the kill switch), computed once per
+    flags load: `is_enabled` costs 30-200 µs per call, the lookup under 1 µs. tests/test_flags.py checks the two agree."""
+    grpc = {
+        name: (_fixed(svc.grpc, flags.kill_switch),
+               {method: _fixed(m.grpc, flags.kill_switch) for method, m in svc.methods.items()})
+        for name, svc in flags.services.items()
+    }
+    shadow = {name: _fixed(svc.shadow, flags.kill_switch) for name, svc in flags.services.items()}
+    return FixedAnswers(grpc, shadow)
 
 
 def _context(service: str, method: str, caller: str, key: str | None) -> dict[str, str]:
