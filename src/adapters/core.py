@@ -9,10 +9,11 @@ rather than waiting out backoffs against a server that is gone.
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
@@ -46,12 +47,13 @@ class CallRecord:
     attempts: int = 0
     latency_s: float = 0.0
     code: str = "OK"
-    chosen: str = ""  # what the flags chose before any fallback
 
     @property
     def fell_back(self) -> bool:
         return bool(self.fallback_reason)
 
+
+_DEFAULT_POLICY = MethodPolicy()
 
 last_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("fxplat_last_call", default=None)
 routing_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("fxplat_routing_key", default=None)
@@ -87,7 +89,6 @@ class FlaggedCaller(Generic[Impl]):
     rest_attempts: int = 3
     budget_s: float = context.DEFAULT_BUDGET_S
     force: str | None = None  # "grpc" or "rest" pins the transport (fxplat call --transport), flags ignored
-    _policy_default: MethodPolicy = field(default_factory=MethodPolicy)
 
     async def call(self, method: str, invoke: Callable[[Impl], Awaitable[T]], *, key: str | None = None) -> T:
         record = CallRecord(self.service, method)
@@ -96,8 +97,9 @@ class FlaggedCaller(Generic[Impl]):
         try:
             with context.budget(self.budget_s if context.remaining() is None else None):
                 return await self._route(method, invoke, record, key if key is not None else routing_key.get())
-        except E.DomainError as exc:
-            record.code = exc.code
+        except BaseException as exc:
+            record.code = exc.code if isinstance(exc, E.DomainError) else \
+                "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "INTERNAL"
             raise
         finally:
             record.latency_s = time.perf_counter() - start
@@ -113,7 +115,6 @@ class FlaggedCaller(Generic[Impl]):
 
     async def _route(self, method: str, invoke, record: CallRecord, key: str | None):
         if self.use_grpc(method, key):
-            record.chosen = "grpc"
             try:
                 record.attempts += 1
                 record.transport = "grpc"
@@ -128,13 +129,11 @@ class FlaggedCaller(Generic[Impl]):
                     raise
                 record.fallback_reason = reason
                 CLIENT_FALLBACKS.labels(self.service, method, reason).inc()
-        else:
-            record.chosen = "rest"
         record.transport = "rest"
         return await self._rest_with_retries(method, invoke, record)
 
     async def _rest_with_retries(self, method: str, invoke, record: CallRecord):
-        policy = self.policies.get(method, self._policy_default)
+        policy = self.policies.get(method, _DEFAULT_POLICY)
         attempts = self.rest_attempts if policy.idempotent else 1
         left = context.remaining()
         retrying = AsyncRetrying(
