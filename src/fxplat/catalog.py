@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 from fastapi import APIRouter
 
+from transport.grpc_server import service_handler
 from transport.rest_app import create_app
 from transport.server import ServiceHost
 
@@ -22,8 +22,7 @@ class ServiceEntry:
     grpc_service: str  # full proto service name
     # Builds the domain implementation; returns (impl, async closer or None).
     build: Callable[["BuildContext"], Awaitable[tuple[Any, Callable[[], Awaitable[None]] | None]]]
-    grpc_handler: Callable[[Any], grpc.GenericRpcHandler]
-    grpc_methods: Callable[[Any], list]  # RPC table over any implementation (for `fxplat call`)
+    grpc_methods: Callable[[Any], list]  # RPC table over any implementation: the server skin, `fxplat call`
     rest_router: Callable[[Any], APIRouter]
 
 
@@ -48,7 +47,7 @@ def _entries() -> dict[str, ServiceEntry]:
         "market_analysis": ServiceEntry(
             "market_analysis", "fxplat Market Analysis",
             "Market data (OHLCV candles), technical indicators and market summaries for FX symbols.",
-            ma_grpc.SERVICE, _market_analysis, ma_grpc.handler, ma_grpc.methods, ma_rest.router),
+            ma_grpc.SERVICE, _market_analysis, ma_grpc.methods, ma_rest.router),
     }
 
 
@@ -62,7 +61,8 @@ async def build_host(name: str, ctx: BuildContext, host: str, rest_port: int, gr
     impl, closer = await entry.build(ctx)
     app = create_app(name, entry.title, entry.description)
     app.include_router(entry.rest_router(impl))
-    svc = ServiceHost(name, host, app, entry.grpc_handler(impl) if grpc_enabled else None, entry.grpc_service, impl,
+    handler = service_handler(entry.grpc_service, entry.grpc_methods(impl)) if grpc_enabled else None
+    svc = ServiceHost(name, host, app, handler, entry.grpc_service, impl,
                       rest_port, grpc_port)
     if closer:
         svc.closers.append(closer)

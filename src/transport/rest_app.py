@@ -5,6 +5,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -153,27 +154,21 @@ def create_app(service: str, title: str, description: str, version: str = "1.0.0
 
 # --- JSON conventions shared by every REST skin and client ------------------------------------------------------
 
-def iso_times(unix: "Any") -> list[str]:
+def iso_times(unix: np.ndarray | list[int]) -> list[str]:
     """int64 unix seconds -> ISO-8601 UTC strings ('2025-01-02T13:00:00Z'), vectorised."""
-    import numpy as np
-
     return [s + "Z" for s in np.datetime_as_string(np.asarray(unix, dtype="datetime64[s]"), unit="s").tolist()]
 
 
-def unix_times(iso: list[str]) -> "Any":
+def unix_times(iso: list[str]) -> np.ndarray:
     """ISO-8601 UTC strings -> int64 unix seconds, vectorised (a trailing 'Z' or '+00:00' is accepted)."""
-    import numpy as np
-
     cleaned = [s[:-1] if s.endswith("Z") else s.removesuffix("+00:00") for s in iso]
     return np.array(cleaned, dtype="datetime64[s]").astype(np.int64)
 
 
-def nullable(values: "Any") -> list[float | None]:
+def nullable(values: np.ndarray) -> list[float | None]:
     """float array -> JSON list with NaN as null."""
     return [None if math.isnan(v) else v for v in values.tolist()]
 
 
-def from_nullable(values: list[float | None]) -> "Any":
-    import numpy as np
-
+def from_nullable(values: list[float | None]) -> np.ndarray:
     return np.array([math.nan if v is None else v for v in values], dtype=np.float64)

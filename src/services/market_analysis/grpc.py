@@ -21,7 +21,7 @@ from services.market_analysis.models import (
 )
 from transport import grpc_client, wire
 from transport import proto_codec as pc
-from transport.grpc_server import GrpcMethod, service_handler
+from transport.grpc_server import GrpcMethod
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MarketAnalysisService"].full_name
 _TREND = {t: pb.TrendDirection.Value(f"TREND_DIRECTION_{t.name}") for t in TrendDirection}
@@ -138,10 +138,6 @@ def methods(impl: MarketAnalysis) -> list[GrpcMethod]:
         GrpcMethod("ComputeIndicators", pb.ComputeIndicatorsRequest, compute_indicators),
         GrpcMethod("AnalyzeMarket", pb.AnalyzeMarketRequest, analyze_market),
     ]
-
-
-def handler(impl: MarketAnalysis):
-    return service_handler(SERVICE, methods(impl))
 
 
 # --- client ---------------------------------------------------------------------------------------------------------
