@@ -3,6 +3,7 @@ loses no call, unmigrated methods and REST-only services are served over REST, d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import time
 from pathlib import Path
@@ -16,9 +17,11 @@ from adapters.core import last_call
 from adapters.flags import Flags
 from fxplat.catalog import BuildContext, build_host
 from fxplat.config import Endpoint
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound
+from services.market_analysis import grpc as ma_grpc
 from services.market_analysis.models import CandlesQuery, SummaryQuery
 from transport.client_factory import ClientFactory
+from transport.grpc_server import service_handler
 
 SERVICE = "market_analysis"
 QUERY = CandlesQuery("EURUSD", limit=50)
@@ -198,3 +201,52 @@ async def test_rest_only_service_is_served_at_full_grpc_share(data_dir, flags_fi
                 assert last_call.get().transport == "rest"
     finally:
         await svc.stop(grace=0)
+
+
+async def _regrpc(host, get_candles) -> None:
+    """Restart `host`'s gRPC server with GetCandles replaced by `get_candles` (the other methods unchanged)."""
+    methods = [dataclasses.replace(m, call=get_candles) if m.name == "GetCandles" else m for m in ma_grpc.methods(host.impl)]
+    await host.stop_grpc(grace=0)
+    host.grpc_handler = service_handler(ma_grpc.SERVICE, methods)
+    await host.start_grpc()
+
+
+async def test_slow_grpc_fails_within_the_budget_and_does_not_replay(own_host, flags_file):
+    path, flags = flags_file
+    write_flags(path, 100)
+    while not flags.use_grpc(SERVICE, "GetCandles"):
+        await asyncio.sleep(0.05)
+
+    async def stuck(_request):
+        await asyncio.sleep(30)
+
+    await _regrpc(own_host, stuck)
+    rest_before = served("rest")
+    async with ClientFactory() as factory:
+        adapter = connect(SERVICE, Endpoint(own_host.rest_url, own_host.grpc_target), factory=factory, flags=flags,
+                          budget_s=0.3)
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            await adapter.get_candles(QUERY)
+        assert time.monotonic() - start < 1.5  # the budget bounds the call; nothing waits for the stuck server
+        rec = last_call.get()
+        assert rec.transport == "grpc" and not rec.fell_back and rec.code == "DEADLINE_EXCEEDED"
+    assert served("rest") == rest_before  # no budget left, so no replay over REST
+
+
+async def test_deadline_exceeded_with_budget_left_falls_back_to_rest(own_host, flags_file):
+    path, flags = flags_file
+    write_flags(path, 100)
+    while not flags.use_grpc(SERVICE, "GetCandles"):
+        await asyncio.sleep(0.05)
+
+    async def downstream_timed_out(_request):
+        raise DeadlineExceeded("a dependency did not answer in time")
+
+    await _regrpc(own_host, downstream_timed_out)
+    async with ClientFactory() as factory:
+        adapter = connect(SERVICE, Endpoint(own_host.rest_url, own_host.grpc_target), factory=factory, flags=flags)
+        page = await adapter.get_candles(QUERY)
+        assert len(page.series) == 50
+        rec = last_call.get()
+        assert rec.transport == "rest" and rec.fallback_reason == "deadline"
