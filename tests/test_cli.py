@@ -57,3 +57,20 @@ async def test_status_json(env):
     assert market["rest"] == "up" and market["grpc"] == "up" and market["grpc_percent"] == 100
     assert market["breaker"] == "closed"
     assert report["services"]["backtesting"]["grpc_percent"] == 0  # left out of the file: REST
+
+
+@pytest.mark.slow
+async def test_bench_quick_prints_and_writes_the_ratios(tmp_path):
+    """A smoke run of the benchmark: it starts its own server, measures both transports and reports every target.
+    Nothing here asserts a speed (machines are noisy); the ratios are checked for presence and sanity only."""
+    out = tmp_path / "bench.json"
+    code, stdout, err = await run("bench", "--quick", "--json", str(out), env={})
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    targets = {r["key"]: r for r in result["ratios"] if r["target"]}
+    assert set(targets) == {"adapter_overhead_pct", "small_grpc_over_rest_p50", "rest_over_grpc_100k",
+                            "throughput_grpc_over_rest"}
+    assert all(isinstance(r["value"], float) and r["value"] > 0 and r["pass"] in (True, False) for r in targets.values()
+               if r["key"] != "adapter_overhead_pct")  # measured; a pass/fail verdict given
+    assert isinstance(targets["adapter_overhead_pct"]["value"], float)  # an overhead may be negative on a noisy run
+    assert "adapter->grpc p50 over raw stub+decode" in stdout

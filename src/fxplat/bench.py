@@ -512,13 +512,3 @@ def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
         log(f"wrote {json_path}")
     return result
-
-
-if __name__ == "__main__":  # pragma: no cover  (python -m fxplat.bench [--quick] [--json FILE])
-    import argparse
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--quick", action="store_true")
-    a = ap.parse_args()
-    run_bench(json_path=a.json, quick=a.quick)

@@ -158,5 +158,17 @@ def status(
         typer.secho(f"flags: last edit rejected: {report['flags_error']}", fg="yellow", err=True)
 
 
+@app.command()
+def bench(
+    json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows and ratios to this file.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer sizes and iterations (a smoke run, ~15 s).")] = False,
+) -> None:
+    """Benchmark REST vs gRPC through the adapters, and the adapter vs a raw stub, against a Market Analysis server
+    started in a separate process; prints p50/p99, 16-caller throughput and the ratios with their targets (~1 min)."""
+    from fxplat.bench import run_bench
+
+    run_bench(json_path=json_file, quick=quick, log=lambda line: typer.echo(line, err=True))
+
+
 def main() -> None:  # pragma: no cover
     app()
