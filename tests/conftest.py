@@ -1,14 +1,26 @@
-"""Shared fixtures: real services on free loopback ports (port 0), real clients through the client factory."""
+"""Shared fixtures: real services on free loopback ports (port 0), real clients through the client factory.
+
+The session's services call each other through the flagged adapters, with the flags of `platform_flags` (every
+service 100 % gRPC); tests that need other flags start their own hosts."""
 from __future__ import annotations
 
 import pytest
 
+from adapters.flags import Flags
 from fxplat.catalog import BuildContext, build_host
+from fxplat.config import Endpoint
 from services.market_analysis.grpc import MarketAnalysisGrpcClient
 from services.market_analysis.rest import MarketAnalysisRestClient
 from transport.client_factory import ClientFactory
 
 LOOPBACK = "127.0.0.1"
+ALL_GRPC = """kill_switch: false
+services:
+  market_analysis: {grpc: 100}
+  causal_analysis: {grpc: 100}
+  backtesting: {grpc: 100}
+  analysis_coordinator: {grpc: 100}
+"""
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +36,44 @@ async def factory():
 
 
 @pytest.fixture(scope="session")
-async def market_host(data_dir):
-    svc = await build_host("market_analysis", BuildContext(data_dir), LOOPBACK, 0, 0)
+def platform_flags(tmp_path_factory):
+    path = tmp_path_factory.mktemp("flags") / "flags.yaml"
+    path.write_text(ALL_GRPC)
+    flags = Flags(path, unleash_url="")
+    yield flags
+    flags.close()
+
+
+@pytest.fixture(scope="session")
+def platform_ctx(data_dir, factory, platform_flags):
+    """The session services' BuildContext: each host started from it registers its endpoints for the next."""
+    return BuildContext(data_dir, factory, platform_flags)
+
+
+async def _start(name: str, ctx: BuildContext):
+    svc = await build_host(name, ctx, LOOPBACK, 0, 0)
     await svc.start()
+    ctx.endpoints[name] = Endpoint(svc.rest_url, svc.grpc_target)
+    return svc
+
+
+@pytest.fixture(scope="session")
+async def market_host(platform_ctx):
+    svc = await _start("market_analysis", platform_ctx)
+    yield svc
+    await svc.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
+async def causal_host(platform_ctx, market_host):
+    svc = await _start("causal_analysis", platform_ctx)
+    yield svc
+    await svc.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
+async def backtesting_host(platform_ctx, market_host):
+    svc = await _start("backtesting", platform_ctx)
     yield svc
     await svc.stop(grace=0)
 

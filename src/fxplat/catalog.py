@@ -3,12 +3,14 @@ services only through this table, so a new service is one entry here."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
 
+from fxplat import config
+from transport.client_factory import ClientFactory
 from transport.grpc_server import service_handler
 from transport.rest_app import create_app
 from transport.server import ServiceHost
@@ -28,7 +30,25 @@ class ServiceEntry:
 
 @dataclass
 class BuildContext:
+    """What a service needs to be built: its data directory and, for services that call others, the shared client
+    factory, the flags and where the other services are (`endpoints` overrides config, e.g. for ports chosen at 0)."""
+
     data_dir: Path | None
+    factory: ClientFactory | None = None
+    flags: Any = None
+    endpoints: dict[str, config.Endpoint] = field(default_factory=dict)
+    caller: str = ""  # the service being built: the flags' `caller` of its outgoing calls
+    grpc_enabled: bool = True  # False (fxplat up --no-grpc): calls between services go over REST only
+
+    def client(self, service: str):
+        """The flagged adapter through which the service being built calls `service`."""
+        from adapters.connect import connect
+
+        if self.factory is None or self.flags is None:
+            raise RuntimeError(f"{self.caller} calls {service}: BuildContext needs a client factory and flags")
+        endpoint = self.endpoints.get(service) or config.endpoint(service)
+        return connect(service, endpoint, factory=self.factory, flags=self.flags, caller=self.caller,
+                       grpc_enabled=self.grpc_enabled)
 
 
 async def _market_analysis(ctx: BuildContext):
@@ -58,7 +78,7 @@ async def build_host(name: str, ctx: BuildContext, host: str, rest_port: int, gr
                      grpc_enabled: bool = True) -> ServiceHost:
     """Build a service's domain and both skins, bound but not yet started (call `await h.start()`)."""
     entry = CATALOG[name]
-    impl, closer = await entry.build(ctx)
+    impl, closer = await entry.build(replace(ctx, caller=name))
     app = create_app(name, entry.title, entry.description)
     app.include_router(entry.rest_router(impl))
     handler = service_handler(entry.grpc_service, entry.grpc_methods(impl)) if grpc_enabled else None

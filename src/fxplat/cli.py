@@ -30,6 +30,20 @@ def _logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
+FlagsOpt = Annotated[Optional[Path], typer.Option("--flags", envvar="FXPLAT_FLAGS",
+                                                  help="Flags file (default ./flags.yaml).")]
+
+
+def _flags(path: Optional[Path]):
+    from adapters.flag_schema import FlagsError
+    from adapters.flags import Flags
+
+    try:
+        return Flags(path)
+    except FlagsError as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def up(
     service: Annotated[Optional[list[str]], typer.Option("--service", "-s", help="Start only this service (repeatable).")] = None,
@@ -38,6 +52,7 @@ def up(
     grpc_port: Annotated[Optional[int], typer.Option(help="gRPC port (with one --service).")] = None,
     no_grpc: Annotated[bool, typer.Option("--no-grpc", help="Serve REST only, as before the gRPC server ships.")] = False,
     data_dir: DataDir = None,
+    flags: FlagsOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start the services (all that exist, or --service NAME), each on REST and gRPC. Ctrl-C stops cleanly."""
@@ -50,12 +65,13 @@ def up(
         _fail(f"unknown service {', '.join(unknown)}; available: {', '.join(CATALOG)}")
     if (rest_port or grpc_port) and len(names) != 1:
         _fail("--rest-port/--grpc-port need exactly one --service")
+    names = [n for n in CATALOG if n in names]  # dependencies first
     ports = {names[0]: (rest_port or config.ports(names[0])[0], grpc_port or config.ports(names[0])[1])} \
         if (rest_port or grpc_port) else None
     _logging(verbose)
     try:
-        asyncio.run(runner.serve(names, host=host, data_dir=config.data_dir(data_dir), grpc_enabled=not no_grpc,
-                                 ports=ports))
+        asyncio.run(runner.serve(names, host=host, data_dir=config.data_dir(data_dir), flags=_flags(flags),
+                                 grpc_enabled=not no_grpc, ports=ports))
     except OSError as exc:
         _fail(str(exc))
 
@@ -82,20 +98,6 @@ def data_import(
     typer.echo(f"imported {report.rows} {report.timeframe.value} bars of {report.symbol} "
                f"({report.first_time:%Y-%m-%d %H:%M} .. {report.last_time:%Y-%m-%d %H:%M} UTC)"
                + (f", replacing {report.replaced_rows}" if report.replaced_rows else ""))
-
-
-FlagsOpt = Annotated[Optional[Path], typer.Option("--flags", envvar="FXPLAT_FLAGS",
-                                                  help="Flags file (default ./flags.yaml).")]
-
-
-def _flags(path: Optional[Path]):
-    from adapters.flag_schema import FlagsError
-    from adapters.flags import Flags
-
-    try:
-        return Flags(path)
-    except FlagsError as exc:
-        _fail(str(exc))
 
 
 @app.command("call")
