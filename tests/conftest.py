@@ -9,6 +9,8 @@ import pytest
 from adapters.flags import Flags
 from fxplat.catalog import BuildContext, build_host
 from fxplat.config import Endpoint
+from services.causal_analysis.grpc import CausalAnalysisGrpcClient
+from services.causal_analysis.rest import CausalAnalysisRestClient
 from services.market_analysis.grpc import MarketAnalysisGrpcClient
 from services.market_analysis.rest import MarketAnalysisRestClient
 from transport.client_factory import ClientFactory
@@ -79,10 +81,27 @@ async def backtesting_host(platform_ctx, market_host):
 
 
 @pytest.fixture(scope="session")
+async def coordinator_host(platform_ctx, market_host, causal_host, backtesting_host):
+    svc = await _start("analysis_coordinator", platform_ctx)
+    yield svc
+    await svc.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
 def market_clients(market_host, factory):
     """Every implementation of the MarketAnalysis interface, against one running service."""
     return {
         "domain": market_host.impl,
         "grpc": MarketAnalysisGrpcClient(factory.channel(market_host.grpc_target)),
         "rest": MarketAnalysisRestClient(factory.http(market_host.rest_url)),
+    }
+
+
+@pytest.fixture(scope="session")
+def causal_clients(causal_host, factory):
+    """Every implementation of the CausalAnalysis interface, against one running service."""
+    return {
+        "domain": causal_host.impl,
+        "grpc": CausalAnalysisGrpcClient(factory.channel(causal_host.grpc_target)),
+        "rest": CausalAnalysisRestClient(factory.http(causal_host.rest_url)),
     }

@@ -220,7 +220,7 @@ async def test_lead_lag_names_the_leader(market):
 
 PAIR = SymbolPair("EURUSD", "GBPUSD")
 BAD_REQUESTS = [
-    ("max_lag 0", lambda c: c.granger_causality(GrangerRequest((PAIR,), max_lag=0)), "max_lag"),
+    ("max_lag -1", lambda c: c.granger_causality(GrangerRequest((PAIR,), max_lag=-1)), "max_lag"),
     ("max_lag 51", lambda c: c.granger_causality(GrangerRequest((PAIR,), max_lag=51)), "max_lag"),
     ("alpha 1", lambda c: c.granger_causality(GrangerRequest((PAIR,), alpha=1.0)), "alpha"),
     ("no pairs", lambda c: c.granger_causality(GrangerRequest(())), "pairs"),

@@ -19,12 +19,27 @@ class ClientKit:
 
 
 def _kits() -> dict[str, ClientKit]:
+    from adapters import analysis_coordinator as ac
+    from adapters import backtesting as bt
+    from adapters import causal_analysis as ca
     from adapters import market_analysis as ma
+    from services.analysis_coordinator.grpc import AnalysisCoordinatorGrpcClient
+    from services.analysis_coordinator.rest import AnalysisCoordinatorRestClient
+    from services.backtesting.grpc import BacktestingGrpcClient
+    from services.backtesting.rest import BacktestingRestClient
+    from services.causal_analysis.grpc import CausalAnalysisGrpcClient
+    from services.causal_analysis.rest import CausalAnalysisRestClient
     from services.market_analysis.grpc import MarketAnalysisGrpcClient
     from services.market_analysis.rest import MarketAnalysisRestClient
 
     return {"market_analysis": ClientKit(MarketAnalysisGrpcClient, MarketAnalysisRestClient, ma.MarketAnalysisAdapter,
-                                         ma.POLICIES)}
+                                         ma.POLICIES),
+            "causal_analysis": ClientKit(CausalAnalysisGrpcClient, CausalAnalysisRestClient, ca.CausalAnalysisAdapter,
+                                         ca.POLICIES),
+            "backtesting": ClientKit(BacktestingGrpcClient, BacktestingRestClient, bt.BacktestingAdapter,
+                                     bt.POLICIES),
+            "analysis_coordinator": ClientKit(AnalysisCoordinatorGrpcClient, AnalysisCoordinatorRestClient,
+                                              ac.AnalysisCoordinatorAdapter, ac.POLICIES)}
 
 
 KITS = _kits()

@@ -97,6 +97,12 @@ class FlaggedCaller(Generic[Impl]):
         try:
             with context.budget(self.budget_s if context.remaining() is None else None):
                 return await self._route(method, invoke, record, key if key is not None else routing_key.get())
+        except E.Unavailable as exc:
+            record.code = exc.code
+            if "service" in exc.metadata:  # a server's own answer, naming the dependency it could not reach
+                raise
+            raise E.Unavailable(f"{self.service} is unavailable: {exc.message}", reason=exc.reason,
+                                metadata={**exc.metadata, "service": self.service}) from None
         except BaseException as exc:
             record.code = exc.code if isinstance(exc, E.DomainError) else \
                 "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "INTERNAL"

@@ -59,7 +59,41 @@ async def _market_analysis(ctx: BuildContext):
     return domain, None
 
 
+async def _causal_analysis(ctx: BuildContext):
+    from services.causal_analysis.domain import CausalAnalysisDomain
+
+    return CausalAnalysisDomain(ctx.client("market_analysis")), None
+
+
+async def _backtesting(ctx: BuildContext):
+    from services.backtesting.domain import BacktestingDomain
+
+    domain = BacktestingDomain(ctx.client("market_analysis"), data_dir=ctx.data_dir)
+    return domain, domain.close
+
+
+async def _analysis_coordinator(ctx: BuildContext):
+    from adapters.core import last_call
+    from services.analysis_coordinator.domain import AnalysisCoordinatorDomain
+    from services.analysis_coordinator.store import AnalysisStore, database_url
+
+    def served_by() -> tuple[str, str]:
+        record = last_call.get()
+        return (record.transport, record.fallback_reason) if record else ("", "")
+
+    domain = AnalysisCoordinatorDomain(
+        ctx.client("market_analysis"), ctx.client("causal_analysis"), ctx.client("backtesting"),
+        AnalysisStore(database_url(None, ctx.data_dir)), served_by)
+    return domain, domain.close
+
+
 def _entries() -> dict[str, ServiceEntry]:
+    from services.analysis_coordinator import grpc as ac_grpc
+    from services.analysis_coordinator import rest as ac_rest
+    from services.backtesting import grpc as bt_grpc
+    from services.backtesting import rest as bt_rest
+    from services.causal_analysis import grpc as ca_grpc
+    from services.causal_analysis import rest as ca_rest
     from services.market_analysis import grpc as ma_grpc
     from services.market_analysis import rest as ma_rest
 
@@ -68,6 +102,19 @@ def _entries() -> dict[str, ServiceEntry]:
             "market_analysis", "fxplat Market Analysis",
             "Market data (OHLCV candles), technical indicators and market summaries for FX symbols.",
             ma_grpc.SERVICE, _market_analysis, ma_grpc.methods, ma_rest.router),
+        "causal_analysis": ServiceEntry(
+            "causal_analysis", "fxplat Causal Analysis",
+            "Granger causality, correlation matrices, rolling correlations and lead-lag between FX symbols' returns.",
+            ca_grpc.SERVICE, _causal_analysis, ca_grpc.methods, ca_rest.router),
+        "backtesting": ServiceEntry(
+            "backtesting", "fxplat Backtesting",
+            "Runs trading strategies over FX history with spread and commission costs, and stores the results.",
+            bt_grpc.SERVICE, _backtesting, bt_grpc.methods, bt_rest.router),
+        "analysis_coordinator": ServiceEntry(
+            "analysis_coordinator", "fxplat Analysis Coordinator",
+            "Runs an analysis across market analysis, causal analysis and backtesting concurrently and stores the "
+            "report, recording which transport served every component call.",
+            ac_grpc.SERVICE, _analysis_coordinator, ac_grpc.methods, ac_rest.router),
     }
 
 

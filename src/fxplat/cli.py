@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,6 +25,21 @@ DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="FXPLAT_DA
 def _fail(message: str, code: int = 2) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(code)
+
+
+def _fail_domain(exc) -> None:
+    """A service's typed error as one readable message (plus each bad field); exit 2 for bad input, 1 otherwise."""
+    details = "".join(f"\n  {v.field}: {v.description}" for v in exc.violations if v.description != exc.message)
+    _fail(f"{exc.code}: {exc.message}{details}", code=2 if exc.code in ("INVALID_ARGUMENT", "NOT_FOUND") else 1)
+
+
+def _served(record) -> None:
+    """On stderr: which transport served the call, after any fallback."""
+    if record is None:
+        return
+    note = f" (fell back from gRPC: {record.fallback_reason})" if record.fell_back else ""
+    typer.secho(f"served by {record.transport}{note} in {record.latency_s * 1000:.1f} ms, {record.attempts} attempt(s)",
+                err=True, fg="cyan")
 
 
 def _logging(verbose: bool = False) -> None:
@@ -118,14 +135,53 @@ def call_cmd(
     try:
         result, record = asyncio.run(calls.call(service, method, data, transport=transport, flags=evaluator))
     except DomainError as exc:
-        details = "".join(f"\n  {v.field}: {v.description}" for v in exc.violations if v.description != exc.message)
-        _fail(f"{exc.code}: {exc.message}{details}", code=2 if exc.code in ("INVALID_ARGUMENT", "NOT_FOUND") else 1)
+        _fail_domain(exc)
     finally:
         evaluator.close()
     typer.echo(calls.to_json(result))
-    note = f" (fell back from gRPC: {record.fallback_reason})" if record.fell_back else ""
-    typer.secho(f"served by {record.transport}{note} in {record.latency_s * 1000:.1f} ms, {record.attempts} attempt(s)",
-                err=True, fg="cyan")
+    _served(record)
+
+
+@app.command()
+def analyze(
+    symbols: Annotated[list[str], typer.Argument(help="Symbols to analyse (1-6), e.g. EURUSD GBPUSD.", show_default=False)],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Bar length, M1..D1.")] = "H1",
+    strategy: Annotated[str, typer.Option(help="sma_cross, rsi_reversion or bollinger_breakout.")] = "sma_cross",
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Strategy parameter NAME=NUMBER (repeatable), e.g. fast=10.")] = None,
+    start: Annotated[Optional[datetime], typer.Option(help="Range start (inclusive, UTC), e.g. 2025-03-01.")] = None,
+    end: Annotated[Optional[datetime], typer.Option(help="Range end (exclusive, UTC).")] = None,
+    idempotency_key: Annotated[str, typer.Option(help="Retry-safe key: the same key returns the stored analysis.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (the REST shape).")] = False,
+    transport: Annotated[str, typer.Option(help="auto (by flags), grpc or rest: how to reach the coordinator.")] = "auto",
+    flags: FlagsOpt = None,
+) -> None:
+    """Run an analysis through the Analysis Coordinator (market summaries, causality, correlations and a backtest per
+    symbol, fanned out concurrently) and print the report, with which transport served every component call."""
+    from rich.console import Console
+
+    from fxplat import analyze as an
+    from services.analysis_coordinator.models import AnalysisRequest
+    from services.analysis_coordinator.rest import analysis_json
+    from services.common.errors import DomainError
+    from services.common.market_types import TimeRange, Timeframe
+
+    if transport not in ("auto", "grpc", "rest"):
+        _fail(f"--transport must be auto, grpc or rest, not {transport!r}")
+    evaluator = _flags(flags)
+    try:
+        request = AnalysisRequest(tuple(symbols), Timeframe.parse(timeframe, "--timeframe"), TimeRange(start, end),
+                                  strategy, an.parse_params(param or []), idempotency_key)
+        with Console(stderr=True).status(f"analysing {', '.join(symbols)} ...", spinner="dots"):
+            analysis, record = asyncio.run(an.run(request, flags=evaluator, transport=transport))
+    except DomainError as exc:
+        _fail_domain(exc)
+    finally:
+        evaluator.close()
+    if as_json:
+        typer.echo(json.dumps(analysis_json(analysis), indent=2))
+    else:
+        an.print_report(analysis)
+    _served(record)
 
 
 @app.command()

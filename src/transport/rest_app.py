@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -163,6 +164,16 @@ def unix_times(iso: list[str]) -> np.ndarray:
     """ISO-8601 UTC strings -> int64 unix seconds, vectorised (a trailing 'Z' or '+00:00' is accepted)."""
     cleaned = [s[:-1] if s.endswith("Z") else s.removesuffix("+00:00") for s in iso]
     return np.array(cleaned, dtype="datetime64[s]").astype(np.int64)
+
+
+def iso_time(dt: datetime | None) -> str | None:
+    """One aware datetime -> ISO-8601 UTC ('2025-01-02T13:00:00Z'), whole seconds like every time on the wire."""
+    return None if dt is None else iso_times([int(dt.timestamp())])[0]
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """ISO-8601 from JSON -> aware datetime (a trailing 'Z' is accepted)."""
+    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def nullable(values: np.ndarray) -> list[float | None]:

@@ -7,47 +7,27 @@ returns the winner's row, so a key never stores twice. Lists use keyset paginati
 """
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import dataclasses
-import json
-import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import (
-    JSON, Column, DateTime, Double, Index, Integer, LargeBinary, MetaData, String, Table, TypeDecorator, and_, delete,
-    insert, or_, select,
+    JSON, Column, Double, Index, Integer, LargeBinary, MetaData, String, Table, and_, delete, insert, or_, select,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.backtesting.models import (
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Backtest, BacktestMetrics, BacktestPage, BacktestSummary, EquityCurve,
     ListBacktestsQuery, Side, Trade,
 )
+from services.common import storage
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.market_types import TimeRange, Timeframe, from_unix, to_unix, utc
+from services.common.market_types import TimeRange, Timeframe, from_unix, to_unix
+from services.common.storage import Database, UtcDateTime, decode_page_token, encode_page_token
 
 IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
-
-
-class UtcDateTime(TypeDecorator):
-    """Aware UTC datetimes, stored naive in UTC so SQLite and PostgreSQL compare them the same way."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else utc(value).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
 
 
 metadata = MetaData()
@@ -82,34 +62,19 @@ _TRADE_FIELDS = [f.name for f in dataclasses.fields(Trade)]
 
 def database_url(db_url: str | None, data_dir: Path | None) -> str:
     """`db_url`, else $DATABASE_URL, else the SQLite file `backtests.sqlite` in `data_dir`."""
-    url = db_url or os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    if data_dir is None:
-        raise ValueError("backtest storage needs db_url, DATABASE_URL or a data directory")
-    return f"sqlite+aiosqlite:///{Path(data_dir) / 'backtests.sqlite'}"
-
-
-def async_url(url: str) -> str:
-    """`url` with an async driver: plain sqlite:// and postgresql:// get aiosqlite and asyncpg."""
-    parsed = make_url(url)
-    return parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername)).render_as_string(
-        hide_password=False)
+    return storage.database_url(db_url, data_dir, "backtests.sqlite")
 
 
 class BacktestStore:
     def __init__(self, url: str) -> None:
-        self._engine = create_async_engine(async_url(url))
-        self._schema_ready = False
-        self._schema_lock = asyncio.Lock()
+        self._db = Database(url, metadata)
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._db.close()
 
     async def find_by_idempotency_key(self, key: str, fingerprint: str) -> Backtest | None:
         """The backtest stored under `key`, or None; FailedPrecondition if the key came with a different request."""
-        await self._ensure_schema()
-        async with self._engine.connect() as conn:
+        async with (await self._db.ready()).connect() as conn:
             row = (await conn.execute(select(backtests).where(backtests.c.idempotency_key == key))).one_or_none()
         if row is None:
             return None
@@ -121,10 +86,9 @@ class BacktestStore:
     async def insert(self, backtest: Backtest, idempotency_key: str = "", fingerprint: str = "") -> Backtest:
         """Store `backtest` and return it. If a concurrent insert took `idempotency_key` first, store nothing and
         return that one instead (FailedPrecondition if its request differs)."""
-        await self._ensure_schema()
         values = _row(backtest) | {"idempotency_key": idempotency_key or None, "request_fingerprint": fingerprint}
         try:
-            async with self._engine.begin() as conn:
+            async with (await self._db.ready()).begin() as conn:
                 await conn.execute(insert(backtests).values(values))
         except IntegrityError:
             winner = await self.find_by_idempotency_key(idempotency_key, fingerprint) if idempotency_key else None
@@ -134,8 +98,7 @@ class BacktestStore:
         return backtest
 
     async def get(self, backtest_id: str) -> Backtest:
-        await self._ensure_schema()
-        async with self._engine.connect() as conn:
+        async with (await self._db.ready()).connect() as conn:
             row = (await conn.execute(select(backtests).where(backtests.c.id == backtest_id))).one_or_none()
         if row is None:
             raise _not_found(backtest_id)
@@ -147,7 +110,7 @@ class BacktestStore:
             raise InvalidArgument(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}", field="page_size")
         conditions = []
         if query.page_token:
-            created_at, last_id = _decode_token(query.page_token)
+            created_at, last_id = decode_page_token(query.page_token)
             c = backtests.c
             conditions.append(or_(c.created_at < created_at, and_(c.created_at == created_at, c.id < last_id)))
         if query.symbol:
@@ -160,28 +123,17 @@ class BacktestStore:
             conditions.append(backtests.c.created_at < query.created_before)
         statement = (select(*_SUMMARY_COLUMNS).where(*conditions)
                      .order_by(backtests.c.created_at.desc(), backtests.c.id.desc()).limit(page_size + 1))
-        await self._ensure_schema()
-        async with self._engine.connect() as conn:
+        async with (await self._db.ready()).connect() as conn:
             rows = (await conn.execute(statement)).all()
         page = [_summary(r) for r in rows[:page_size]]
         more = len(rows) > page_size
-        return BacktestPage(tuple(page), _encode_token(page[-1]) if more else "")
+        return BacktestPage(tuple(page), encode_page_token(page[-1].created_at, page[-1].id) if more else "")
 
     async def delete(self, backtest_id: str) -> None:
-        await self._ensure_schema()
-        async with self._engine.begin() as conn:
+        async with (await self._db.ready()).begin() as conn:
             result = await conn.execute(delete(backtests).where(backtests.c.id == backtest_id))
         if result.rowcount == 0:
             raise _not_found(backtest_id)
-
-    async def _ensure_schema(self) -> None:
-        if self._schema_ready:
-            return
-        async with self._schema_lock:
-            if not self._schema_ready:
-                async with self._engine.begin() as conn:
-                    await conn.run_sync(metadata.create_all)
-                self._schema_ready = True
 
 
 def _not_found(backtest_id: str) -> NotFound:
@@ -225,18 +177,3 @@ def _backtest(row: Any) -> Backtest:
     curve = EquityCurve(np.frombuffer(row.equity_time, dtype="<i8").astype(np.int64),
                         np.frombuffer(row.equity, dtype="<f8").astype(np.float64))
     return Backtest(_summary(row), trades, curve)
-
-
-# --- page tokens ----------------------------------------------------------------------------------------------------
-
-def _encode_token(last: BacktestSummary) -> str:
-    raw = json.dumps([last.created_at.isoformat(), last.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> tuple[datetime, str]:
-    try:
-        created_at, last_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return datetime.fromisoformat(created_at), str(last_id)
-    except (binascii.Error, ValueError, TypeError):
-        raise InvalidArgument("page_token is not a token this service issued", field="page_token") from None

@@ -89,9 +89,13 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
 
 
 def pearson_matrix(returns: np.ndarray) -> np.ndarray:
-    """Pearson correlation of every pair of columns: cov(a, b) / (std(a) std(b)); NaN for a constant column."""
+    """Pearson correlation of every pair of columns: cov(a, b) / (std(a) std(b)); NaN for a constant column. The
+    diagonal is exactly 1 (corrcoef leaves rounding such as 0.9999999999999998 there)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.atleast_2d(np.corrcoef(returns, rowvar=False))
+        matrix = np.atleast_2d(np.corrcoef(returns, rowvar=False))
+    diagonal = np.diagonal(matrix).copy()
+    np.fill_diagonal(matrix, np.where(np.isnan(diagonal), np.nan, 1.0))
+    return matrix
 
 
 def spearman_matrix(returns: np.ndarray) -> np.ndarray:

@@ -17,6 +17,10 @@ import numpy as np
 from services.causal_analysis import analysis
 from services.causal_analysis.models import (
     BARS_PER_LAG,
+    DEFAULT_ALPHA,
+    DEFAULT_GRANGER_MAX_LAG,
+    DEFAULT_LEAD_LAG_MAX_LAG,
+    DEFAULT_WINDOW,
     MAX_ANALYSIS_BARS,
     MAX_GRANGER_BARS,
     MAX_LAG,
@@ -67,8 +71,9 @@ class CausalAnalysisDomain:
     async def granger_causality(self, request: GrangerRequest) -> GrangerResult:
         pairs = _pairs(request.pairs)
         timeframe = Timeframe.parse(request.timeframe)
-        max_lag = _bounded_int(request.max_lag, 1, MAX_LAG, "max_lag")
-        alpha = _alpha(request.alpha)
+        # 0 means the default, as on the wire (proto3 cannot tell an explicit 0 from an unset field).
+        max_lag = _bounded_int(request.max_lag or DEFAULT_GRANGER_MAX_LAG, 1, MAX_LAG, "max_lag")
+        alpha = _alpha(request.alpha or DEFAULT_ALPHA)
         symbols = list(dict.fromkeys(s for p in pairs for s in (p.first, p.second)))
         closes = await self._closes(symbols, timeframe, request.range)
         return await asyncio.to_thread(_granger, closes, pairs, timeframe, max_lag, alpha)
@@ -82,14 +87,14 @@ class CausalAnalysisDomain:
     async def rolling_correlation(self, request: RollingCorrelationRequest) -> RollingCorrelationResult:
         pair = _pair(request.pair, "pair")
         timeframe = Timeframe.parse(request.timeframe)
-        window = _bounded_int(request.window, MIN_WINDOW, MAX_WINDOW, "window")
+        window = _bounded_int(request.window or DEFAULT_WINDOW, MIN_WINDOW, MAX_WINDOW, "window")
         closes = await self._closes([pair.first, pair.second], timeframe, request.range)
         return await asyncio.to_thread(_rolling_correlation, closes, pair, timeframe, window)
 
     async def lead_lag(self, request: LeadLagRequest) -> LeadLagResult:
         pair = _pair(request.pair, "pair")
         timeframe = Timeframe.parse(request.timeframe)
-        max_lag = _bounded_int(request.max_lag, 1, MAX_LAG, "max_lag")
+        max_lag = _bounded_int(request.max_lag or DEFAULT_LEAD_LAG_MAX_LAG, 1, MAX_LAG, "max_lag")
         closes = await self._closes([pair.first, pair.second], timeframe, request.range)
         return await asyncio.to_thread(_lead_lag, closes, pair, timeframe, max_lag)
 

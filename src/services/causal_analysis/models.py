@@ -7,6 +7,7 @@ one to one; matrices are 2-D here and flat row-major on the wire.
 Every analysis works on log returns `ln(close[t] / close[t-1])` of the requested symbols' bars, aligned on common
 timestamps (a bar missing from any symbol is dropped from all). Each result's `range` is the span of the aligned bars
 used, [first bar's open, last bar's close); `observations` is the number of returns (aligned bars - 1).
+A max_lag, alpha or window of 0 means its default, as on the wire.
 """
 from __future__ import annotations
 

@@ -32,7 +32,9 @@ from services.market_analysis.models import (
     TrendDirection,
 )
 from transport import rest_client
-from transport.rest_app import PROBLEM_RESPONSES, JSONBytes, from_nullable, iso_times, nullable, unix_times
+from transport.rest_app import (
+    PROBLEM_RESPONSES, JSONBytes, from_nullable, iso_time, iso_times, nullable, parse_time, unix_times,
+)
 
 TIMEFRAME_DOC = "Bar length: " + ", ".join(t.value for t in Timeframe)
 
@@ -113,13 +115,9 @@ class SummaryOut(BaseModel):
     resistance: list[float]
 
 
-def _iso(dt: datetime) -> str:
-    return iso_times([int(dt.timestamp())])[0]
-
-
 def symbol_json(s: SymbolInfo) -> dict:
     return {"symbol": s.symbol, "description": s.description, "base": s.base, "quote": s.quote, "pip_size": s.pip_size,
-            "digits": s.digits, "source": s.source, "first_time": _iso(s.first_time), "last_time": _iso(s.last_time)}
+            "digits": s.digits, "source": s.source, "first_time": iso_time(s.first_time), "last_time": iso_time(s.last_time)}
 
 
 def candles_json(page: CandlePage) -> dict:
@@ -137,10 +135,16 @@ def indicators_json(r: IndicatorResult) -> dict:
 
 
 def summary_json(s: MarketSummary) -> dict:
-    return {"symbol": s.symbol, "timeframe": s.timeframe.value, "as_of": _iso(s.as_of), "bars": s.bars,
+    return {"symbol": s.symbol, "timeframe": s.timeframe.value, "as_of": iso_time(s.as_of), "bars": s.bars,
             "last_price": s.last_price, "change_pct": s.change_pct, "trend": s.trend.value,
             "trend_strength": s.trend_strength, "atr": s.atr, "realized_volatility": s.realized_volatility,
             "regime": s.regime.value, "support": list(s.support), "resistance": list(s.resistance)}
+
+
+def summary_from_json(b: dict) -> MarketSummary:
+    return MarketSummary(b["symbol"], Timeframe(b["timeframe"]), parse_time(b["as_of"]), b["bars"], b["last_price"],
+                         b["change_pct"], TrendDirection(b["trend"]), b["trend_strength"], b["atr"],
+                         b["realized_volatility"], Regime(b["regime"]), tuple(b["support"]), tuple(b["resistance"]))
 
 
 # --- server skin ----------------------------------------------------------------------------------------------------
@@ -182,11 +186,7 @@ def router(impl: MarketAnalysis) -> APIRouter:
 # --- client ---------------------------------------------------------------------------------------------------------
 
 def _range_params(r: TimeRange) -> dict:
-    return {"start": r.start and _iso(r.start), "end": r.end and _iso(r.end)}
-
-
-def _dt(s: str) -> datetime:
-    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return {"start": iso_time(r.start), "end": iso_time(r.end)}
 
 
 class MarketAnalysisRestClient:
@@ -204,7 +204,7 @@ class MarketAnalysisRestClient:
     async def list_symbols(self) -> list[SymbolInfo]:
         body = await self._call("GET", "/v1/symbols")
         return [SymbolInfo(s["symbol"], s["description"], s["base"], s["quote"], s["pip_size"], s["digits"],
-                           s["source"], _dt(s["first_time"]), _dt(s["last_time"])) for s in body["symbols"]]
+                           s["source"], parse_time(s["first_time"]), parse_time(s["last_time"])) for s in body["symbols"]]
 
     async def get_candles(self, query: CandlesQuery) -> CandlePage:
         body = await self._call("GET", f"/v1/candles/{query.symbol}", params={
@@ -225,9 +225,5 @@ class MarketAnalysisRestClient:
                   for o in body["outputs"]))
 
     async def analyze_market(self, query: SummaryQuery) -> MarketSummary:
-        b = await self._call("GET", f"/v1/market-summary/{query.symbol}",
-                             params={"timeframe": query.timeframe.value, **_range_params(query.range)})
-        return MarketSummary(b["symbol"], Timeframe(b["timeframe"]), _dt(b["as_of"]), b["bars"], b["last_price"],
-                             b["change_pct"], TrendDirection(b["trend"]), b["trend_strength"], b["atr"],
-                             b["realized_volatility"], Regime(b["regime"]), tuple(b["support"]),
-                             tuple(b["resistance"]))
+        return summary_from_json(await self._call("GET", f"/v1/market-summary/{query.symbol}", params={
+            "timeframe": query.timeframe.value, **_range_params(query.range)}))

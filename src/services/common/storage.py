@@ -1,0 +1,87 @@
+"""What every stored resource shares: the database URL rule, async drivers, UTC columns, schema creation on first
+use and keyset page tokens. SQLAlchemy 2 async over SQLite (aiosqlite) by default, PostgreSQL (asyncpg) by URL."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.common.errors import InvalidArgument
+from services.common.market_types import utc
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+
+
+def database_url(db_url: str | None, data_dir: Path | None, sqlite_file: str) -> str:
+    """`db_url`, else $DATABASE_URL, else the SQLite file `sqlite_file` in `data_dir`."""
+    url = db_url or os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    if data_dir is None:
+        raise ValueError("storage needs db_url, DATABASE_URL or a data directory")
+    return f"sqlite+aiosqlite:///{Path(data_dir) / sqlite_file}"
+
+
+def async_url(url: str) -> str:
+    """`url` with an async driver: plain sqlite:// and postgresql:// get aiosqlite and asyncpg."""
+    parsed = make_url(url)
+    return parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername)).render_as_string(
+        hide_password=False)
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC datetimes, stored naive in UTC so SQLite and PostgreSQL compare them the same way."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Database:
+    """An async engine whose tables (`metadata`) are created on first use."""
+
+    def __init__(self, url: str, metadata: MetaData) -> None:
+        self.engine: AsyncEngine = create_async_engine(async_url(url))
+        self._metadata = metadata
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> AsyncEngine:
+        if not self._ready:
+            async with self._lock:
+                if not self._ready:
+                    async with self.engine.begin() as conn:
+                        await conn.run_sync(self._metadata.create_all)
+                    self._ready = True
+        return self.engine
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def encode_page_token(created_at: datetime, last_id: str) -> str:
+    """Keyset token after the item (created_at, id) of a newest-first list."""
+    raw = json.dumps([created_at.isoformat(), last_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, str]:
+    try:
+        created_at, last_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return datetime.fromisoformat(created_at), str(last_id)
+    except (binascii.Error, ValueError, TypeError):
+        raise InvalidArgument("page_token is not a token this service issued", field="page_token") from None
