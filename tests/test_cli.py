@@ -74,3 +74,49 @@ async def test_bench_quick_prints_and_writes_the_ratios(tmp_path):
                if r["key"] != "adapter_overhead_pct")  # measured; a pass/fail verdict given
     assert isinstance(targets["adapter_overhead_pct"]["value"], float)  # an overhead may be negative on a noisy run
     assert "adapter->grpc p50 over raw stub+decode" in stdout
+
+
+@pytest.fixture
+def coordinator_env(coordinator_host, tmp_path):
+    flags = tmp_path / "flags.yaml"
+    flags.write_text("services:\n  analysis_coordinator: {grpc: 100}\n")
+    return {"FXPLAT_ANALYSIS_COORDINATOR_REST_URL": coordinator_host.rest_url,
+            "FXPLAT_ANALYSIS_COORDINATOR_GRPC_TARGET": coordinator_host.grpc_target, "FXPLAT_FLAGS": str(flags),
+            "COLUMNS": "160"}
+
+
+MARCH = ["--start", "2025-03-03", "--end", "2025-04-01"]
+
+
+async def test_analyze_json(coordinator_env):
+    code, out, err = await run("analyze", "EURUSD", "GBPUSD", *MARCH, "--param", "fast=5", "-p", "slow=15", "--json",
+                               env=coordinator_env)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["request"]["params"] == {"fast": 5.0, "slow": 15.0}
+    assert [c["status"] for c in report["calls"]] == ["ok"] * 6
+    assert [b["summary"]["symbol"] for b in report["backtests"]] == ["EURUSD", "GBPUSD"]
+    assert "served by grpc" in err
+
+
+async def test_analyze_prints_a_readable_report(coordinator_env):
+    code, out, err = await run("analyze", "USDJPY", "EURUSD", *MARCH, "--strategy", "rsi_reversion",
+                               env=coordinator_env)
+    assert code == 0, err
+    for heading in ("Market", "Correlation of returns", "Granger causality", "Backtests: rsi_reversion",
+                    "Component calls", "6/6 component calls succeeded", "USDJPY → EURUSD"):
+        assert heading in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["EURUSD", "--param", "fast"], "expected NAME=NUMBER"),
+    (["EURUSD", "--param", "fast=quick"], "'quick' is not a number"),
+    (["EURUSD", "XXXYYY"], "NOT_FOUND [symbols[1]]: unknown symbol 'XXXYYY'"),
+    (["EURUSD", "--timeframe", "H2"], "INVALID_ARGUMENT [--timeframe]: unknown timeframe 'H2'"),
+    (["EURUSD", "--strategy", "martingale"], "unknown strategy 'martingale'"),
+    (["EURUSD", "--param", "fast=30"], "INVALID_ARGUMENT [params.fast]: fast (30) must be less than slow (20)"),
+    (["EURUSD", "--transport", "carrier-pigeon"], "--transport must be"),
+])
+async def test_analyze_errors_are_clear(coordinator_env, args, message):
+    code, out, err = await run("analyze", *args, *MARCH, env=coordinator_env)
+    assert code != 0 and message in err and "Traceback" not in err and out == "", err

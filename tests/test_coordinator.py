@@ -2,13 +2,15 @@
 what served each component; failures stay inside their component; idempotency keys store one analysis."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import datetime, timezone
 
 import pytest
 
 from adapters.connect import connect
-from fxplat.catalog import build_host
+from adapters.core import last_call
+from fxplat.catalog import BuildContext, build_host
 from fxplat.config import Endpoint
 from services.analysis_coordinator.grpc import AnalysisCoordinatorGrpcClient
 from services.analysis_coordinator.models import Analysis, AnalysisRequest, CallStatus, ListAnalysesQuery
@@ -191,11 +193,56 @@ async def test_a_dependency_down_is_named(platform_ctx, market_host, backtesting
 
 
 async def test_through_the_adapter(coordinator_host, factory, platform_flags):
-    from adapters.core import last_call
-
     adapter = connect("analysis_coordinator", Endpoint(coordinator_host.rest_url, coordinator_host.grpc_target),
                       factory=factory, flags=platform_flags)
     a = await adapter.run_analysis(dataclasses.replace(REQUEST, symbols=("EURUSD",)))
     assert last_call.get().transport == "grpc"
     assert a.request.idempotency_key  # the adapter gave the write a key, so a retry cannot run it twice
     assert await adapter.get_analysis(a.id) == a
+
+
+async def test_flags_move_every_component_call_and_the_report_stays_the_same(data_dir, factory, tmp_path):
+    """The acceptance run: four services, flags at 100 % gRPC, then 0 %; every component call of each analysis went
+    over the transport the flags chose, and the two reports are equal apart from ids, timings and transports."""
+    from adapters.flags import Flags
+    from fxplat.runner import start_services
+
+    path = tmp_path / "flags.yaml"
+    path.write_text(ALL_SERVICES.format(percent=100))
+    flags = Flags(path, unleash_url="", poll_interval=0.1)
+    flags.start()
+    hosts = await start_services(["market_analysis", "causal_analysis", "backtesting", "analysis_coordinator"],
+                                 BuildContext(data_dir, factory, flags), host="127.0.0.1",
+                                 ports={name: (0, 0) for name in ("market_analysis", "causal_analysis", "backtesting",
+                                                                  "analysis_coordinator")})
+    try:
+        coordinator = hosts[-1]
+        adapter = connect("analysis_coordinator", Endpoint(coordinator.rest_url, coordinator.grpc_target),
+                          factory=factory, flags=flags)
+        request = dataclasses.replace(REQUEST, symbols=("EURUSD", "GBPUSD"))
+        over_grpc = await adapter.run_analysis(request)
+        assert last_call.get().transport == "grpc"
+
+        path.write_text(ALL_SERVICES.format(percent=0))
+        for _ in range(100):  # bounded: the file is polled every 0.1 s
+            if not flags.use_grpc("analysis_coordinator", "RunAnalysis"):
+                break
+            await asyncio.sleep(0.05)
+        over_rest = await adapter.run_analysis(request)
+        assert last_call.get().transport == "rest"
+    finally:
+        for svc in reversed(hosts):
+            await svc.stop(grace=0)
+        flags.close()
+    assert {c.transport for c in over_grpc.calls} == {"grpc"} and {c.transport for c in over_rest.calls} == {"rest"}
+    assert len(over_grpc.calls) == 6 and over_grpc.failed_calls == 0
+    assert over_rest.id != over_grpc.id
+    assert comparable(over_rest) == comparable(over_grpc)
+
+
+ALL_SERVICES = """services:
+  market_analysis: {{grpc: {percent}}}
+  causal_analysis: {{grpc: {percent}}}
+  backtesting: {{grpc: {percent}}}
+  analysis_coordinator: {{grpc: {percent}}}
+"""

@@ -59,10 +59,10 @@ def render(a: Analysis) -> Group:
     ]
     if a.market:
         t = Table(title="Market", title_justify="left")
-        for col in ("symbol", "bars", "last", "change", "trend", "strength", "regime", "ATR", "volatility (ann.)"):
+        for col in ("symbol", "last", "change", "trend", "R²", "regime", "ATR", "vol (ann.)"):
             t.add_column(col, justify="left" if col in ("symbol", "trend", "regime") else "right")
         for s in a.market:
-            t.add_row(s.symbol, str(s.bars), _num(s.last_price, ".5g"), _pct(s.change_pct / 100), s.trend.value,
+            t.add_row(s.symbol, _num(s.last_price, ".5g"), _pct(s.change_pct / 100), s.trend.value,
                       _num(s.trend_strength, ".2f"), s.regime.value, _num(s.atr, ".5g"), _share(s.realized_volatility))
         parts.append(t)
     if a.correlations is not None:
@@ -99,7 +99,7 @@ def render(a: Analysis) -> Group:
         t.add_column(col, justify="right" if col == "ms" else "left")
     for call in a.calls:
         ok = call.status is CallStatus.OK
-        t.add_row(call.component, f"{call.service}.{call.method}", "[green]ok[/]" if ok else "[red]failed[/]",
+        t.add_row(call.component, call.method, "[green]ok[/]" if ok else "[red]failed[/]",
                   call.transport or "-", call.fallback_reason or "-", f"{call.latency_ms:.0f}",
                   f"{call.error_code}: {call.error_message}" if not ok else "")
     parts.append(t)

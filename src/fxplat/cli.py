@@ -29,8 +29,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _fail_domain(exc) -> None:
     """A service's typed error as one readable message (plus each bad field); exit 2 for bad input, 1 otherwise."""
-    details = "".join(f"\n  {v.field}: {v.description}" for v in exc.violations if v.description != exc.message)
-    _fail(f"{exc.code}: {exc.message}{details}", code=2 if exc.code in ("INVALID_ARGUMENT", "NOT_FOUND") else 1)
+    where = f" [{exc.field}]" if exc.field else ""
+    details = "".join(f"\n  {v.field}: {v.description}" for v in exc.violations[1:])
+    _fail(f"{exc.code}{where}: {exc.message}{details}", code=2 if exc.code in ("INVALID_ARGUMENT", "NOT_FOUND") else 1)
 
 
 def _served(record) -> None:
@@ -45,6 +46,7 @@ def _served(record) -> None:
 def _logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per call between services is noise
 
 
 FlagsOpt = Annotated[Optional[Path], typer.Option("--flags", envvar="FXPLAT_FLAGS",

@@ -1,14 +1,14 @@
 """Conversions between the shared domain types and their protobuf messages (forex.common.v1)."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import numpy as np
 from google.protobuf import timestamp_pb2
 
 from forex.common.v1 import common_pb2
 from services.common.errors import InvalidArgument
-from services.common.market_types import CandleSeries, TimeRange, Timeframe, from_unix, to_unix
+from services.common.market_types import CandleSeries, TimeRange, Timeframe
 from transport import wire
 
 _TF_TO_PB = {tf: common_pb2.Timeframe.Value(f"TIMEFRAME_{tf.value}") for tf in Timeframe}
@@ -29,11 +29,15 @@ def timeframe_from_pb(value: int, field: str = "timeframe", default: Timeframe |
 
 
 def timestamp_to_pb(dt: datetime) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(seconds=to_unix(dt))
+    """Microseconds kept: a request must reach the domain alike over both transports (its idempotency fingerprint
+    covers its range), and stored records carry sub-second creation times."""
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(dt)
+    return ts
 
 
 def timestamp_from_pb(ts: timestamp_pb2.Timestamp) -> datetime:
-    return from_unix(ts.seconds)
+    return ts.ToDatetime(tzinfo=timezone.utc)
 
 
 def range_to_pb(r: TimeRange) -> common_pb2.TimeRange:

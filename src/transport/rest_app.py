@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common import errors as E
+from services.common.market_types import utc
 from transport import context, errors
 from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
@@ -167,8 +168,8 @@ def unix_times(iso: list[str]) -> np.ndarray:
 
 
 def iso_time(dt: datetime | None) -> str | None:
-    """One aware datetime -> ISO-8601 UTC ('2025-01-02T13:00:00Z'), whole seconds like every time on the wire."""
-    return None if dt is None else iso_times([int(dt.timestamp())])[0]
+    """One datetime -> ISO-8601 UTC: '2025-01-02T13:00:00Z', with '.123456' before the Z if it has microseconds."""
+    return None if dt is None else utc(dt).isoformat().replace("+00:00", "Z")
 
 
 def parse_time(text: str | None) -> datetime | None:

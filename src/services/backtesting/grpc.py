@@ -4,13 +4,9 @@ whole Backtest and a RunBacktestRequest are public: the coordinator embeds these
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
-
-from google.protobuf import timestamp_pb2
 
 from forex.backtesting.v1 import backtesting_pb2 as pb
 from forex.backtesting.v1 import backtesting_pb2_grpc as pb_grpc
-from forex.common.v1 import common_pb2
 from services.backtesting.models import (
     DEFAULT_INITIAL_EQUITY,
     DEFAULT_PAGE_SIZE,
@@ -25,7 +21,6 @@ from services.backtesting.models import (
     Side,
     Trade,
 )
-from services.common.market_types import TimeRange
 from transport import grpc_client, wire
 from transport import proto_codec as pc
 from transport.grpc_server import GrpcMethod
@@ -38,41 +33,17 @@ _EQUITY_FIELD = pb.EquityCurve.DESCRIPTOR.fields_by_name["equity"].number
 
 # --- codec ----------------------------------------------------------------------------------------------------------
 
-# Times keep their microseconds (proto_codec's are whole seconds, enough for bars): created_at has them, and a request
-# must reach the domain alike over both transports, else its idempotency fingerprint would differ between a gRPC
-# attempt and its REST fallback.
-
-def _instant_to_pb(dt: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(dt)
-    return ts
-
-
-def _instant_from_pb(ts: timestamp_pb2.Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=timezone.utc)
-
-
-def _range_to_pb(r: TimeRange) -> common_pb2.TimeRange:
-    return common_pb2.TimeRange(start=None if r.start is None else _instant_to_pb(r.start),
-                                end=None if r.end is None else _instant_to_pb(r.end))
-
-
-def _range_from_pb(m: common_pb2.TimeRange) -> TimeRange:
-    return TimeRange(_instant_from_pb(m.start) if m.HasField("start") else None,
-                     _instant_from_pb(m.end) if m.HasField("end") else None)
-
-
 def backtest_request_to_pb(r: BacktestRequest) -> pb.RunBacktestRequest:
     return pb.RunBacktestRequest(
         symbol=r.symbol, strategy=r.strategy, params=r.params, timeframe=pc.timeframe_to_pb(r.timeframe),
-        range=_range_to_pb(r.range), initial_equity=r.initial_equity, spread_pips=r.spread_pips,
+        range=pc.range_to_pb(r.range), initial_equity=r.initial_equity, spread_pips=r.spread_pips,
         commission_per_unit=r.commission_per_unit, commission_pct=r.commission_pct, idempotency_key=r.idempotency_key)
 
 
 def backtest_request_from_pb(m: pb.RunBacktestRequest) -> BacktestRequest:
     return BacktestRequest(
         symbol=m.symbol, strategy=m.strategy, params=dict(m.params), timeframe=pc.timeframe_from_pb(m.timeframe),
-        range=_range_from_pb(m.range), initial_equity=m.initial_equity or DEFAULT_INITIAL_EQUITY,
+        range=pc.range_from_pb(m.range), initial_equity=m.initial_equity or DEFAULT_INITIAL_EQUITY,
         spread_pips=m.spread_pips, commission_per_unit=m.commission_per_unit, commission_pct=m.commission_pct,
         idempotency_key=m.idempotency_key)
 
@@ -89,29 +60,29 @@ def metrics_from_pb(m: pb.BacktestMetrics) -> BacktestMetrics:
 
 def summary_to_pb(s: BacktestSummary) -> pb.BacktestSummary:
     return pb.BacktestSummary(
-        id=s.id, created_at=_instant_to_pb(s.created_at), symbol=s.symbol, strategy=s.strategy, params=s.params,
-        timeframe=pc.timeframe_to_pb(s.timeframe), range=_range_to_pb(s.range), initial_equity=s.initial_equity,
+        id=s.id, created_at=pc.timestamp_to_pb(s.created_at), symbol=s.symbol, strategy=s.strategy, params=s.params,
+        timeframe=pc.timeframe_to_pb(s.timeframe), range=pc.range_to_pb(s.range), initial_equity=s.initial_equity,
         spread_pips=s.spread_pips, commission_per_unit=s.commission_per_unit, commission_pct=s.commission_pct,
         bars=s.bars, metrics=metrics_to_pb(s.metrics))
 
 
 def summary_from_pb(m: pb.BacktestSummary) -> BacktestSummary:
     return BacktestSummary(
-        id=m.id, created_at=_instant_from_pb(m.created_at), symbol=m.symbol, strategy=m.strategy,
-        params=dict(m.params), timeframe=pc.timeframe_from_pb(m.timeframe), range=_range_from_pb(m.range),
+        id=m.id, created_at=pc.timestamp_from_pb(m.created_at), symbol=m.symbol, strategy=m.strategy,
+        params=dict(m.params), timeframe=pc.timeframe_from_pb(m.timeframe), range=pc.range_from_pb(m.range),
         initial_equity=m.initial_equity, spread_pips=m.spread_pips, commission_per_unit=m.commission_per_unit,
         commission_pct=m.commission_pct, bars=m.bars, metrics=metrics_from_pb(m.metrics))
 
 
 def _trade_to_pb(t: Trade) -> pb.Trade:
-    return pb.Trade(side=_SIDE[t.side], entry_time=_instant_to_pb(t.entry_time), entry_price=t.entry_price,
-                    exit_time=_instant_to_pb(t.exit_time), exit_price=t.exit_price, units=t.units, pnl=t.pnl,
+    return pb.Trade(side=_SIDE[t.side], entry_time=pc.timestamp_to_pb(t.entry_time), entry_price=t.entry_price,
+                    exit_time=pc.timestamp_to_pb(t.exit_time), exit_price=t.exit_price, units=t.units, pnl=t.pnl,
                     trade_return=t.trade_return)
 
 
 def _trade_from_pb(m: pb.Trade) -> Trade:
-    return Trade(_SIDE_FROM_PB[m.side], _instant_from_pb(m.entry_time), m.entry_price,
-                 _instant_from_pb(m.exit_time), m.exit_price, m.units, m.pnl, m.trade_return)
+    return Trade(_SIDE_FROM_PB[m.side], pc.timestamp_from_pb(m.entry_time), m.entry_price,
+                 pc.timestamp_from_pb(m.exit_time), m.exit_price, m.units, m.pnl, m.trade_return)
 
 
 def backtest_to_pb(b: Backtest) -> pb.Backtest:
@@ -131,16 +102,16 @@ def backtest_from_pb(m: pb.Backtest) -> Backtest:
 def list_query_to_pb(q: ListBacktestsQuery) -> pb.ListBacktestsRequest:
     return pb.ListBacktestsRequest(
         symbol=q.symbol, strategy=q.strategy,
-        created_after=None if q.created_after is None else _instant_to_pb(q.created_after),
-        created_before=None if q.created_before is None else _instant_to_pb(q.created_before),
+        created_after=None if q.created_after is None else pc.timestamp_to_pb(q.created_after),
+        created_before=None if q.created_before is None else pc.timestamp_to_pb(q.created_before),
         page_size=q.page_size, page_token=q.page_token)
 
 
 def list_query_from_pb(m: pb.ListBacktestsRequest) -> ListBacktestsQuery:
     return ListBacktestsQuery(
         symbol=m.symbol, strategy=m.strategy,
-        created_after=_instant_from_pb(m.created_after) if m.HasField("created_after") else None,
-        created_before=_instant_from_pb(m.created_before) if m.HasField("created_before") else None,
+        created_after=pc.timestamp_from_pb(m.created_after) if m.HasField("created_after") else None,
+        created_before=pc.timestamp_from_pb(m.created_before) if m.HasField("created_before") else None,
         page_size=m.page_size or DEFAULT_PAGE_SIZE, page_token=m.page_token)
 
 

@@ -32,9 +32,9 @@ from services.backtesting.models import (
     Trade,
 )
 from services.common.errors import NotFound
-from services.common.market_types import TimeRange, Timeframe, utc
+from services.common.market_types import TimeRange, Timeframe
 from transport import rest_client
-from transport.rest_app import PROBLEM_RESPONSES, JSONBytes, iso_times, unix_times
+from transport.rest_app import PROBLEM_RESPONSES, JSONBytes, iso_time, iso_times, parse_time, unix_times
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TIMEFRAME_DOC = "Bar length: " + ", ".join(t.value for t in Timeframe)
@@ -126,27 +126,18 @@ class BacktestsOut(BaseModel):
     next_page_token: str = Field("", description="pass as page_token to get the next page; empty on the last page")
 
 
-def _iso(dt: datetime) -> str:
-    """ISO-8601 UTC with a 'Z', microseconds only when there are some (created_at has them, bar times do not)."""
-    return utc(dt).isoformat().replace("+00:00", "Z")
-
-
-def _dt(s: str) -> datetime:
-    return datetime.fromisoformat(s)
-
-
 def summary_json(s: BacktestSummary) -> dict:
-    return {"id": s.id, "created_at": _iso(s.created_at), "symbol": s.symbol, "strategy": s.strategy,
+    return {"id": s.id, "created_at": iso_time(s.created_at), "symbol": s.symbol, "strategy": s.strategy,
             "params": s.params, "timeframe": s.timeframe.value,
-            "range": {"start": _iso(s.range.start), "end": _iso(s.range.end)}, "initial_equity": s.initial_equity,
+            "range": {"start": iso_time(s.range.start), "end": iso_time(s.range.end)}, "initial_equity": s.initial_equity,
             "spread_pips": s.spread_pips, "commission_per_unit": s.commission_per_unit,
             "commission_pct": s.commission_pct, "bars": s.bars, "metrics": dataclasses.asdict(s.metrics)}
 
 
 def summary_from_json(d: dict) -> BacktestSummary:
     return BacktestSummary(
-        d["id"], _dt(d["created_at"]), d["symbol"], d["strategy"], d["params"], Timeframe(d["timeframe"]),
-        TimeRange(_dt(d["range"]["start"]), _dt(d["range"]["end"])), d["initial_equity"], d["spread_pips"],
+        d["id"], parse_time(d["created_at"]), d["symbol"], d["strategy"], d["params"], Timeframe(d["timeframe"]),
+        TimeRange(parse_time(d["range"]["start"]), parse_time(d["range"]["end"])), d["initial_equity"], d["spread_pips"],
         d["commission_per_unit"], d["commission_pct"], d["bars"], BacktestMetrics(**d["metrics"]))
 
 
@@ -154,15 +145,15 @@ def backtest_json(b: Backtest) -> dict:
     curve = b.equity_curve
     return {
         "summary": summary_json(b.summary),
-        "trades": [{"side": t.side.value, "entry_time": _iso(t.entry_time), "entry_price": t.entry_price,
-                    "exit_time": _iso(t.exit_time), "exit_price": t.exit_price, "units": t.units, "pnl": t.pnl,
+        "trades": [{"side": t.side.value, "entry_time": iso_time(t.entry_time), "entry_price": t.entry_price,
+                    "exit_time": iso_time(t.exit_time), "exit_price": t.exit_price, "units": t.units, "pnl": t.pnl,
                     "trade_return": t.trade_return} for t in b.trades],
         "equity_curve": [{"time": t, "equity": e} for t, e in zip(iso_times(curve.time), curve.equity.tolist())],
     }
 
 
 def backtest_from_json(d: dict) -> Backtest:
-    trades = tuple(Trade(Side(t["side"]), _dt(t["entry_time"]), t["entry_price"], _dt(t["exit_time"]),
+    trades = tuple(Trade(Side(t["side"]), parse_time(t["entry_time"]), t["entry_price"], parse_time(t["exit_time"]),
                          t["exit_price"], t["units"], t["pnl"], t["trade_return"]) for t in d["trades"])
     points = d["equity_curve"]
     curve = EquityCurve(unix_times([p["time"] for p in points]),
@@ -232,7 +223,7 @@ class BacktestingRestClient:
     async def run_backtest(self, request: BacktestRequest) -> Backtest:
         r = request.range
         body = {"symbol": request.symbol, "strategy": request.strategy, "params": request.params,
-                "timeframe": request.timeframe.value, "start": r.start and _iso(r.start), "end": r.end and _iso(r.end),
+                "timeframe": request.timeframe.value, "start": iso_time(r.start), "end": iso_time(r.end),
                 "initial_equity": request.initial_equity, "spread_pips": request.spread_pips,
                 "commission_per_unit": request.commission_per_unit, "commission_pct": request.commission_pct}
         key = {IDEMPOTENCY_HEADER: request.idempotency_key} if request.idempotency_key else None
@@ -244,8 +235,8 @@ class BacktestingRestClient:
     async def list_backtests(self, query: ListBacktestsQuery) -> BacktestPage:
         body = await self._call("GET", "/v1/backtests", params={
             "symbol": query.symbol, "strategy": query.strategy,
-            "created_after": query.created_after and _iso(query.created_after),
-            "created_before": query.created_before and _iso(query.created_before),
+            "created_after": iso_time(query.created_after),
+            "created_before": iso_time(query.created_before),
             "page_size": query.page_size, "page_token": query.page_token})
         return BacktestPage(tuple(summary_from_json(s) for s in body["backtests"]), body["next_page_token"])
 
