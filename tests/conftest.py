@@ -9,6 +9,8 @@ import pytest
 from adapters.flags import Flags
 from fxplat.catalog import BuildContext, build_host
 from fxplat.config import Endpoint
+from services.backtesting.grpc import BacktestingGrpcClient
+from services.backtesting.rest import BacktestingRestClient
 from services.causal_analysis.grpc import CausalAnalysisGrpcClient
 from services.causal_analysis.rest import CausalAnalysisRestClient
 from services.market_analysis.grpc import MarketAnalysisGrpcClient
@@ -104,4 +106,14 @@ def causal_clients(causal_host, factory):
         "domain": causal_host.impl,
         "grpc": CausalAnalysisGrpcClient(factory.channel(causal_host.grpc_target)),
         "rest": CausalAnalysisRestClient(factory.http(causal_host.rest_url)),
+    }
+
+
+@pytest.fixture(scope="session")
+def backtesting_clients(backtesting_host, factory):
+    """Every implementation of the Backtesting interface, against one running service."""
+    return {
+        "domain": backtesting_host.impl,
+        "grpc": BacktestingGrpcClient(factory.channel(backtesting_host.grpc_target)),
+        "rest": BacktestingRestClient(factory.http(backtesting_host.rest_url)),
     }

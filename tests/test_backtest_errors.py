@@ -13,7 +13,6 @@ from services.backtesting.store import IDEMPOTENCY_KEY_REUSED
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.market_types import TimeRange
 
-backtesting_clients = test_backtest_parity.backtesting_clients  # the session's three implementations
 
 WIRES = ("domain", "grpc", "rest")
 BASE = BacktestRequest("EURUSD", "sma_cross", {"fast": 5, "slow": 20}, range=test_backtest_parity.MARCH)

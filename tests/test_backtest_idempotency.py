@@ -10,15 +10,16 @@ import time
 from datetime import datetime, timezone
 from uuid import uuid4
 
+import pytest
 import test_backtest_parity
 
 from adapters.connect import connect
 from adapters.core import last_call
 from fxplat.config import Endpoint
 from services.backtesting.models import BacktestRequest, ListBacktestsQuery
+from services.common.errors import Unavailable
 from transport.client_factory import ClientFactory
 
-backtesting_clients = test_backtest_parity.backtesting_clients  # the session's three implementations
 MARCH = test_backtest_parity.MARCH
 
 
@@ -121,3 +122,18 @@ async def test_lost_grpc_answer_falls_back_to_rest_without_storing_twice(backtes
     assert (record.transport, record.fallback_reason) == ("rest", "unavailable")
     assert result.summary.id == stored[0].id
     assert [s.id for s in await stored_since(domain, since, request)] == [result.summary.id]
+
+
+async def test_a_delete_is_never_replayed_but_reads_fall_back(backtesting_host, backtesting_clients, factory,
+                                                              platform_flags):
+    """DeleteBacktest cannot carry an idempotency key: when its gRPC attempt fails in a way that may have run it, the
+    caller gets UNAVAILABLE rather than a REST replay (which would answer NOT_FOUND for a delete that succeeded)."""
+    stored = await backtesting_clients["domain"].run_backtest(
+        BacktestRequest("NZDUSD", "sma_cross", {"fast": 3, "slow": 12}, range=MARCH))
+    dead_grpc = Endpoint(backtesting_host.rest_url, "127.0.0.1:9")  # nothing listens on the discard port
+    adapter = connect("backtesting", dead_grpc, factory=factory, flags=platform_flags)
+    with pytest.raises(Unavailable):
+        await adapter.delete_backtest(stored.summary.id)
+    assert last_call.get().transport == "grpc" and not last_call.get().fell_back
+    assert await adapter.get_backtest(stored.summary.id) == stored  # a read falls back to REST
+    assert last_call.get().fallback_reason == "unavailable"

@@ -8,25 +8,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.backtesting.grpc import BacktestingGrpcClient
 from services.backtesting.models import Backtest, BacktestRequest, ListBacktestsQuery, Side
-from services.backtesting.rest import BacktestingRestClient
 from services.common.errors import NotFound
 from services.common.market_types import TimeRange, Timeframe
 
 WIRES = ("grpc", "rest")
 MARCH = TimeRange(datetime(2025, 3, 3, tzinfo=timezone.utc), datetime(2025, 4, 1, tzinfo=timezone.utc))
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope="session")
-def backtesting_clients(backtesting_host, factory):
-    """Every implementation of the Backtesting interface, against one running service."""
-    return {
-        "domain": backtesting_host.impl,
-        "grpc": BacktestingGrpcClient(factory.channel(backtesting_host.grpc_target)),
-        "rest": BacktestingRestClient(factory.http(backtesting_host.rest_url)),
-    }
 
 
 def without_identity(b: Backtest) -> Backtest:

@@ -103,7 +103,7 @@ async def test_spread_in_pips_uses_the_symbols_pip_size(domain):
     ({"spread_pips": -1}, "spread_pips"),
     ({"commission_per_unit": -0.1}, "commission_per_unit"),
     ({"commission_pct": float("inf")}, "commission_pct"),
-    ({"initial_equity": 0}, "initial_equity"),
+    ({"initial_equity": -1}, "initial_equity"),  # 0 means the default
     ({"symbol": ""}, "symbol"),
     ({"params": {"fast": 5, "slow": 11}}, "range"),  # needs 13 bars, the market has 12
     ({"range": TimeRange(T0, T0 + 4 * HOUR)}, "range"),  # 4 bars, needs 5
@@ -113,6 +113,11 @@ async def test_bad_requests_name_the_field(domain, changes, field):
     with pytest.raises(InvalidArgument) as raised:
         await domain.run_backtest(request(**changes))
     assert raised.value.field == field
+
+
+async def test_zero_initial_equity_means_the_default(domain):
+    bt = await domain.run_backtest(request(initial_equity=0))
+    assert bt.summary.initial_equity == 10_000 and bt.equity_curve.equity[0] == pytest.approx(10_000, rel=0.1)
 
 
 async def test_unknown_symbol_is_the_markets_not_found(domain):

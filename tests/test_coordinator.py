@@ -116,9 +116,10 @@ async def test_bad_requests_fail_the_same_way_everywhere(clients, wire, case):
 
 @pytest.mark.parametrize("wire", WIRES)
 async def test_unknown_id_and_bad_paging(clients, wire):
-    with pytest.raises(NotFound) as raised:
-        await clients[wire].get_analysis("f" * 32)
-    assert raised.value.field == "id"
+    for unknown in ("f" * 32, "", "../v1/analyses"):
+        with pytest.raises(NotFound) as raised:
+            await clients[wire].get_analysis(unknown)
+        assert raised.value == NotFound(f"no analysis with id {unknown!r}", field="id")
     with pytest.raises(InvalidArgument) as raised:
         await clients[wire].list_analyses(ListAnalysesQuery(page_size=101))
     assert raised.value.field == "page_size"

@@ -4,6 +4,8 @@ errors), retry idempotent calls over REST with backoff and jitter, and record wh
 
 Fallback rules: breaker open, UNAVAILABLE (connection refused, server gone), UNIMPLEMENTED (method not migrated) and
 DEADLINE_EXCEEDED while budget remains go to REST. Every other error is the service's answer and propagates unchanged.
+A non-idempotent method (no idempotency key can protect it) falls back only when gRPC certainly did not run it: the
+breaker was open or the method is not implemented there.
 gRPC gets one attempt per call: a transport failure moves to REST at once (that is the retry, on the other transport)
 rather than waiting out backoffs against a server that is gone.
 """
@@ -57,6 +59,10 @@ _DEFAULT_POLICY = MethodPolicy()
 
 last_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("fxplat_last_call", default=None)
 routing_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("fxplat_routing_key", default=None)
+
+
+# Fallback reasons after which the gRPC call certainly did not run, so even a non-idempotent call may go to REST.
+_NOT_RUN = frozenset({"breaker_open", "unimplemented"})
 
 
 def transport_failure(exc: BaseException) -> bool:
@@ -129,6 +135,8 @@ class FlaggedCaller(Generic[Impl]):
                 return await self.breaker.call(lambda: invoke(self.grpc))
             except (E.DomainError, BreakerOpen) as exc:
                 reason = _fallback_reason(exc)
+                if reason not in _NOT_RUN and not self.policies.get(method, _DEFAULT_POLICY).idempotent:
+                    reason = None  # the call may have run before the failure: replaying it could run it twice
                 if reason is None or self.force == "grpc":
                     if isinstance(exc, BreakerOpen):
                         raise E.Unavailable(f"{self.service}: gRPC circuit open", reason="BREAKER_OPEN") from None

@@ -121,7 +121,9 @@ class _CallContext:
 
 
 def create_app(service: str, title: str, description: str, version: str = "1.0.0") -> FastAPI:
-    app = FastAPI(title=title, description=description, version=version, default_response_class=JSONBytes)
+    # No slash redirects: a 307 to another path is not an answer a client of an RPC-shaped API can act on.
+    app = FastAPI(title=title, description=description, version=version, default_response_class=JSONBytes,
+                  redirect_slashes=False)
 
     @app.exception_handler(E.DomainError)
     async def _domain(_: Request, exc: E.DomainError) -> Response:

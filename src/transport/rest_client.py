@@ -32,7 +32,7 @@ async def call(client: httpx.AsyncClient, method: str, path: str, *, params: dic
     except httpx.TransportError as exc:
         raise E.Unavailable(f"{method} {path}: {type(exc).__name__}: {exc or 'connection failed'}",
                             reason="CONNECTION_FAILED") from None
-    if resp.status_code >= 400:
+    if resp.status_code >= 300:  # a redirect is not an answer either: the call did not reach its handler
         try:
             body_out: Any = orjson.loads(resp.content)
         except orjson.JSONDecodeError:

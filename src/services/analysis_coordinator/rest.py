@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Header, Path, Query
@@ -16,6 +17,7 @@ from services.analysis_coordinator.models import (
 )
 from services.backtesting import rest as backtesting_json
 from services.causal_analysis import rest as causal_json
+from services.common.errors import NotFound
 from services.common.market_types import TimeRange, Timeframe
 from services.market_analysis import rest as market_json
 from transport import rest_client
@@ -147,7 +149,7 @@ def router(impl: AnalysisCoordinator) -> APIRouter:
                                   body.strategy, dict(body.params), idempotency_key)
         return JSONBytes({"analysis": analysis_json(await impl.run_analysis(request))})
 
-    @api.get("/analyses/{id}", response_model=AnalysisEnvelope, name="GetAnalysis", summary="Get a stored analysis")
+    @api.get("/analyses/{id:path}", response_model=AnalysisEnvelope, name="GetAnalysis", summary="Get a stored analysis")
     async def get_analysis(id: Annotated[str, Path(description="analysis id")]):
         return JSONBytes({"analysis": analysis_json(await impl.get_analysis(id))})
 
@@ -182,7 +184,10 @@ class AnalysisCoordinatorRestClient:
         return analysis_from_json(resp["analysis"])
 
     async def get_analysis(self, analysis_id: str) -> Analysis:
-        resp = await rest_client.call(self._http, "GET", f"/v1/analyses/{analysis_id}", headers=self._headers)
+        if not analysis_id:  # no URL names it ('/v1/analyses/' is no route): answer as the service does
+            raise NotFound(f"no analysis with id {analysis_id!r}", field="id")
+        resp = await rest_client.call(self._http, "GET", f"/v1/analyses/{quote(analysis_id, safe='')}",
+                                      headers=self._headers)
         return analysis_from_json(resp["analysis"])
 
     async def list_analyses(self, query: ListAnalysesQuery) -> AnalysisPage:

@@ -4,6 +4,7 @@ and stores the result. No transport here: the market is whatever MarketAnalysis 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import math
@@ -15,7 +16,7 @@ import numpy as np
 
 from services.backtesting import engine, strategies
 from services.backtesting.models import (
-    MAX_BACKTEST_BARS, MAX_IDEMPOTENCY_KEY_LENGTH, Backtest, BacktestPage, BacktestRequest, BacktestSummary,
+    DEFAULT_INITIAL_EQUITY, MAX_BACKTEST_BARS, MAX_IDEMPOTENCY_KEY_LENGTH, Backtest, BacktestPage, BacktestRequest, BacktestSummary,
     ListBacktestsQuery,
 )
 from services.backtesting.store import BacktestStore, database_url
@@ -37,6 +38,8 @@ class BacktestingDomain:
         await self._store.close()
 
     async def run_backtest(self, request: BacktestRequest) -> Backtest:
+        if request.initial_equity == 0:  # 0 means the default, as on the wire (proto3 cannot send an explicit 0)
+            request = dataclasses.replace(request, initial_equity=DEFAULT_INITIAL_EQUITY)
         params = _validate(request)
         fingerprint = _fingerprint(request, params)
         key = request.idempotency_key

@@ -8,7 +8,6 @@ import dataclasses
 from forex.backtesting.v1 import backtesting_pb2 as pb
 from forex.backtesting.v1 import backtesting_pb2_grpc as pb_grpc
 from services.backtesting.models import (
-    DEFAULT_INITIAL_EQUITY,
     DEFAULT_PAGE_SIZE,
     Backtest,
     Backtesting,
@@ -43,7 +42,7 @@ def backtest_request_to_pb(r: BacktestRequest) -> pb.RunBacktestRequest:
 def backtest_request_from_pb(m: pb.RunBacktestRequest) -> BacktestRequest:
     return BacktestRequest(
         symbol=m.symbol, strategy=m.strategy, params=dict(m.params), timeframe=pc.timeframe_from_pb(m.timeframe),
-        range=pc.range_from_pb(m.range), initial_equity=m.initial_equity or DEFAULT_INITIAL_EQUITY,
+        range=pc.range_from_pb(m.range), initial_equity=m.initial_equity,
         spread_pips=m.spread_pips, commission_per_unit=m.commission_per_unit, commission_pct=m.commission_pct,
         idempotency_key=m.idempotency_key)
 

@@ -178,11 +178,11 @@ def router(impl: Backtesting) -> APIRouter:
     async def run_backtest(body: RunBacktestIn, idempotency_key: IdempotencyKeyHeader = ""):
         # 0 means the default, as on gRPC (where an unset double is 0), so both transports run the same request.
         request = BacktestRequest(body.symbol, body.strategy, dict(body.params), Timeframe.parse(body.timeframe),
-                                  TimeRange(body.start, body.end), body.initial_equity or DEFAULT_INITIAL_EQUITY,
+                                  TimeRange(body.start, body.end), body.initial_equity,
                                   body.spread_pips, body.commission_per_unit, body.commission_pct, idempotency_key)
         return JSONBytes({"backtest": backtest_json(await impl.run_backtest(request))})
 
-    @api.get("/backtests/{id}", response_model=BacktestResponse, name="GetBacktest", summary="Get a stored backtest")
+    @api.get("/backtests/{id:path}", response_model=BacktestResponse, name="GetBacktest", summary="Get a stored backtest")
     async def get_backtest(backtest_id: IdPath):
         return JSONBytes({"backtest": backtest_json(await impl.get_backtest(backtest_id))})
 
@@ -197,7 +197,7 @@ def router(impl: Backtesting) -> APIRouter:
         return JSONBytes({"backtests": [summary_json(s) for s in page.backtests],
                           "next_page_token": page.next_page_token})
 
-    @api.delete("/backtests/{id}", status_code=204, response_class=Response, name="DeleteBacktest",
+    @api.delete("/backtests/{id:path}", status_code=204, response_class=Response, name="DeleteBacktest",
                 summary="Delete a stored backtest")
     async def delete_backtest(backtest_id: IdPath):
         await impl.delete_backtest(backtest_id)
@@ -245,6 +245,6 @@ class BacktestingRestClient:
 
 
 def _path(backtest_id: str) -> str:
-    if not backtest_id:  # no URL names it ('/v1/backtests/' redirects to the list): answer as the service does
+    if not backtest_id:  # no URL names it ('/v1/backtests/' is no route): answer as the service does
         raise NotFound(f"no backtest with id {backtest_id!r}", field="id")
     return f"/v1/backtests/{quote(backtest_id, safe='')}"
