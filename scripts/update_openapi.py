@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from fxplat.catalog import CATALOG  # noqa: E402
+from transport.auth import include_guarded, scope_table  # noqa: E402
 from transport.rest_app import create_app  # noqa: E402
 
 SNAPSHOTS = ROOT / "docs" / "openapi"
@@ -26,7 +27,8 @@ class _Unbuilt:
 def live_document(name: str) -> dict:
     entry = CATALOG[name]
     app = create_app(name, entry.title, entry.description)
-    app.include_router(entry.rest_router(_Unbuilt()))
+    # Mounted as build_host mounts it: the bearer scheme, scopes and 401/403 are part of the contract.
+    include_guarded(app, entry.rest_router(_Unbuilt()), None, scope_table(entry.grpc_methods(_Unbuilt())))
     return app.openapi()
 
 

@@ -1,13 +1,16 @@
 """Shared fixtures: real services on free loopback ports (port 0), real clients through the client factory.
 
 The session's services call each other through the flagged adapters, with the flags of `platform_flags` (every
-service 100 % gRPC); tests that need other flags start their own hosts."""
+service 100 % gRPC); tests that need other flags start their own hosts. Auth is on for the whole session: every
+service checks tokens, and `factory` (which the services share for their own calls) sends one with every scope."""
 from __future__ import annotations
+
+import secrets
 
 import pytest
 
 from adapters.flags import Flags
-from fxplat.catalog import BuildContext, build_host
+from fxplat.catalog import BuildContext, build_host, scopes
 from fxplat.config import Endpoint
 from services.backtesting.grpc import BacktestingGrpcClient
 from services.backtesting.rest import BacktestingRestClient
@@ -15,6 +18,7 @@ from services.causal_analysis.grpc import CausalAnalysisGrpcClient
 from services.causal_analysis.rest import CausalAnalysisRestClient
 from services.market_analysis.grpc import MarketAnalysisGrpcClient
 from services.market_analysis.rest import MarketAnalysisRestClient
+from transport.auth import AuthConfig, MintedTokens
 from transport.client_factory import ClientFactory
 
 LOOPBACK = "127.0.0.1"
@@ -33,8 +37,20 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-async def factory():
-    f = ClientFactory()
+def auth() -> AuthConfig:
+    """Auth on, with a secret generated for the session."""
+    return AuthConfig(mode="on", secret=secrets.token_hex(32))
+
+
+@pytest.fixture(scope="session")
+def tokens(auth) -> MintedTokens:
+    """A token source with every scope, for clients the tests make (`tokens()` is the current token)."""
+    return MintedTokens(auth.signer(), sub="tests", scopes=scopes())
+
+
+@pytest.fixture(scope="session")
+async def factory(tokens):
+    f = ClientFactory(token_source=tokens)
     yield f
     await f.close()
 
@@ -49,9 +65,9 @@ def platform_flags(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def platform_ctx(data_dir, factory, platform_flags):
+def platform_ctx(data_dir, factory, platform_flags, auth):
     """The session services' BuildContext: each host started from it registers its endpoints for the next."""
-    return BuildContext(data_dir, factory, platform_flags)
+    return BuildContext(data_dir, factory, platform_flags, auth=auth)
 
 
 async def _start(name: str, ctx: BuildContext):

@@ -57,9 +57,9 @@ def flags_file(tmp_path):
 
 
 @pytest.fixture
-async def own_host(data_dir):
+async def own_host(data_dir, auth):
     """A Market Analysis host the test may kill and restart."""
-    svc = await build_host(SERVICE, BuildContext(data_dir), "127.0.0.1", 0, 0)
+    svc = await build_host(SERVICE, BuildContext(data_dir, auth=auth), "127.0.0.1", 0, 0)
     await svc.start()
     yield svc
     await svc.stop(grace=0)
@@ -93,12 +93,12 @@ async def test_flag_flip_moves_traffic_within_two_seconds(market_host, factory, 
     assert served("rest") - rest_before == 10
 
 
-async def test_killing_grpc_loses_no_call_and_traffic_returns(own_host, flags_file):
+async def test_killing_grpc_loses_no_call_and_traffic_returns(own_host, flags_file, tokens):
     path, flags = flags_file
     write_flags(path, 100)
     while not flags.use_grpc(SERVICE, "GetCandles"):
         await asyncio.sleep(0.05)
-    async with ClientFactory() as factory:
+    async with ClientFactory(token_source=tokens) as factory:
         adapter = connect(SERVICE, Endpoint(own_host.rest_url, own_host.grpc_target), factory=factory, flags=flags,
                           breaker_reset_s=0.5, breaker_fail_max=3)
         breaker = adapter.caller.breaker
@@ -145,7 +145,7 @@ class _WithoutMethod(grpc.GenericRpcHandler):
         return None if details.method.endswith("/" + self.method) else self.inner.service(details)
 
 
-async def test_unimplemented_method_is_served_over_rest(own_host, flags_file):
+async def test_unimplemented_method_is_served_over_rest(own_host, flags_file, tokens):
     path, flags = flags_file
     write_flags(path, 100)
     while not flags.use_grpc(SERVICE, "AnalyzeMarket"):
@@ -153,7 +153,7 @@ async def test_unimplemented_method_is_served_over_rest(own_host, flags_file):
     await own_host.stop_grpc(grace=0)
     own_host.grpc_handler = _WithoutMethod(own_host.grpc_handler, "AnalyzeMarket")
     await own_host.start_grpc()
-    async with ClientFactory() as factory:
+    async with ClientFactory(token_source=tokens) as factory:
         adapter = connect(SERVICE, Endpoint(own_host.rest_url, own_host.grpc_target), factory=factory, flags=flags)
         summary = await adapter.analyze_market(SummaryQuery("EURUSD"))
         assert summary.symbol == "EURUSD"
@@ -183,15 +183,15 @@ async def test_domain_errors_neither_retry_nor_fall_back(market_host, factory, f
     assert last_call.get().attempts == 1
 
 
-async def test_rest_only_service_is_served_at_full_grpc_share(data_dir, flags_file):
+async def test_rest_only_service_is_served_at_full_grpc_share(data_dir, flags_file, auth, tokens):
     path, flags = flags_file
     write_flags(path, 100)
     while not flags.use_grpc(SERVICE, "GetCandles"):
         await asyncio.sleep(0.05)
-    svc = await build_host(SERVICE, BuildContext(data_dir), "127.0.0.1", 0, 0, grpc_enabled=False)
+    svc = await build_host(SERVICE, BuildContext(data_dir, auth=auth), "127.0.0.1", 0, 0, grpc_enabled=False)
     await svc.start()
     try:
-        async with ClientFactory() as factory:
+        async with ClientFactory(token_source=tokens) as factory:
             # Where its gRPC port would be, nothing listens.
             adapter = connect(SERVICE, Endpoint(svc.rest_url, f"127.0.0.1:{closed_port()}"), factory=factory,
                               flags=flags)
@@ -203,15 +203,15 @@ async def test_rest_only_service_is_served_at_full_grpc_share(data_dir, flags_fi
         await svc.stop(grace=0)
 
 
-async def _regrpc(host, get_candles) -> None:
+async def _regrpc(host, get_candles, auth) -> None:
     """Restart `host`'s gRPC server with GetCandles replaced by `get_candles` (the other methods unchanged)."""
     methods = [dataclasses.replace(m, call=get_candles) if m.name == "GetCandles" else m for m in ma_grpc.methods(host.impl)]
     await host.stop_grpc(grace=0)
-    host.grpc_handler = service_handler(ma_grpc.SERVICE, methods)
+    host.grpc_handler = service_handler(ma_grpc.SERVICE, methods, auth.verifier())
     await host.start_grpc()
 
 
-async def test_slow_grpc_fails_within_the_budget_and_does_not_replay(own_host, flags_file):
+async def test_slow_grpc_fails_within_the_budget_and_does_not_replay(own_host, flags_file, auth, tokens):
     path, flags = flags_file
     write_flags(path, 100)
     while not flags.use_grpc(SERVICE, "GetCandles"):
@@ -220,9 +220,9 @@ async def test_slow_grpc_fails_within_the_budget_and_does_not_replay(own_host, f
     async def stuck(_request):
         await asyncio.sleep(30)
 
-    await _regrpc(own_host, stuck)
+    await _regrpc(own_host, stuck, auth)
     rest_before = served("rest")
-    async with ClientFactory() as factory:
+    async with ClientFactory(token_source=tokens) as factory:
         adapter = connect(SERVICE, Endpoint(own_host.rest_url, own_host.grpc_target), factory=factory, flags=flags,
                           budget_s=0.3)
         start = time.monotonic()
@@ -234,7 +234,7 @@ async def test_slow_grpc_fails_within_the_budget_and_does_not_replay(own_host, f
     assert served("rest") == rest_before  # no budget left, so no replay over REST
 
 
-async def test_deadline_exceeded_with_budget_left_falls_back_to_rest(own_host, flags_file):
+async def test_deadline_exceeded_with_budget_left_falls_back_to_rest(own_host, flags_file, auth, tokens):
     path, flags = flags_file
     write_flags(path, 100)
     while not flags.use_grpc(SERVICE, "GetCandles"):
@@ -243,8 +243,8 @@ async def test_deadline_exceeded_with_budget_left_falls_back_to_rest(own_host, f
     async def downstream_timed_out(_request):
         raise DeadlineExceeded("a dependency did not answer in time")
 
-    await _regrpc(own_host, downstream_timed_out)
-    async with ClientFactory() as factory:
+    await _regrpc(own_host, downstream_timed_out, auth)
+    async with ClientFactory(token_source=tokens) as factory:
         adapter = connect(SERVICE, Endpoint(own_host.rest_url, own_host.grpc_target), factory=factory, flags=flags)
         page = await adapter.get_candles(QUERY)
         assert len(page.series) == 50

@@ -90,14 +90,14 @@ class HoldingProxy:
 
 
 async def test_lost_grpc_answer_falls_back_to_rest_without_storing_twice(backtesting_host, backtesting_clients,
-                                                                        platform_flags):
+                                                                        platform_flags, tokens):
     domain = backtesting_clients["domain"]
     # No idempotency key: the adapter picks one.
     request = BacktestRequest("USDCAD", "bollinger_breakout", {"period": 15}, range=MARCH)
     proxy = HoldingProxy(backtesting_host.grpc_port)
     await proxy.start()
     try:
-        async with ClientFactory() as own_factory:
+        async with ClientFactory(token_source=tokens) as own_factory:
             adapter = connect("backtesting", Endpoint(backtesting_host.rest_url, f"127.0.0.1:{proxy.port}"),
                               factory=own_factory, flags=platform_flags)
             await adapter.list_backtests(ListBacktestsQuery(page_size=1))  # the HTTP/2 connection, through the proxy

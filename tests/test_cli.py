@@ -20,11 +20,12 @@ async def run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def env(market_host, tmp_path):
+def env(market_host, tmp_path, tokens):
     flags = tmp_path / "flags.yaml"
     flags.write_text("services:\n  market_analysis: {grpc: 100}\n")
     return {"FXPLAT_MARKET_ANALYSIS_REST_URL": market_host.rest_url,
-            "FXPLAT_MARKET_ANALYSIS_GRPC_TARGET": market_host.grpc_target, "FXPLAT_FLAGS": str(flags)}
+            "FXPLAT_MARKET_ANALYSIS_GRPC_TARGET": market_host.grpc_target, "FXPLAT_FLAGS": str(flags),
+            "FXPLAT_TOKEN": tokens()}
 
 
 @pytest.mark.parametrize("transport", ["auto", "grpc", "rest"])
@@ -77,12 +78,12 @@ async def test_bench_quick_prints_and_writes_the_ratios(tmp_path):
 
 
 @pytest.fixture
-def coordinator_env(coordinator_host, tmp_path):
+def coordinator_env(coordinator_host, tmp_path, tokens):
     flags = tmp_path / "flags.yaml"
     flags.write_text("services:\n  analysis_coordinator: {grpc: 100}\n")
     return {"FXPLAT_ANALYSIS_COORDINATOR_REST_URL": coordinator_host.rest_url,
             "FXPLAT_ANALYSIS_COORDINATOR_GRPC_TARGET": coordinator_host.grpc_target, "FXPLAT_FLAGS": str(flags),
-            "COLUMNS": "160"}
+            "COLUMNS": "160", "FXPLAT_TOKEN": tokens()}
 
 
 MARCH = ["--start", "2025-03-03", "--end", "2025-04-01"]

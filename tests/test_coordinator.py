@@ -202,7 +202,7 @@ async def test_through_the_adapter(coordinator_host, factory, platform_flags):
     assert await adapter.get_analysis(a.id) == a
 
 
-async def test_flags_move_every_component_call_and_the_report_stays_the_same(data_dir, factory, tmp_path):
+async def test_flags_move_every_component_call_and_the_report_stays_the_same(data_dir, factory, auth, tmp_path):
     """The acceptance run: four services, flags at 100 % gRPC, then 0 %; every component call of each analysis went
     over the transport the flags chose, and the two reports are equal apart from ids, timings and transports."""
     from adapters.flags import Flags
@@ -213,7 +213,7 @@ async def test_flags_move_every_component_call_and_the_report_stays_the_same(dat
     flags = Flags(path, unleash_url="", poll_interval=0.1)
     flags.start()
     hosts = await start_services(["market_analysis", "causal_analysis", "backtesting", "analysis_coordinator"],
-                                 BuildContext(data_dir, factory, flags), host="127.0.0.1",
+                                 BuildContext(data_dir, factory, flags, auth=auth), host="127.0.0.1",
                                  ports={name: (0, 0) for name in ("market_analysis", "causal_analysis", "backtesting",
                                                                   "analysis_coordinator")})
     try:

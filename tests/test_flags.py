@@ -155,6 +155,22 @@ def test_features_flags_yaml_cannot_express_are_reported() -> None:
         from_unleash_features(features, source="unleash:x")
 
 
+@pytest.mark.parametrize(("strategy", "plain"), [
+    # What unleash-server adds when the kill switch is turned on in its UI before it has a strategy.
+    ({"name": "flexibleRollout", "parameters": {"rollout": "100", "stickiness": "default", "groupId": "k"}}, True),
+    ({"name": "flexibleRollout", "parameters": {"rollout": "50", "stickiness": "default", "groupId": "k"}}, False),
+    ({"name": "default", "constraints": [{"contextName": "method", "operator": "IN", "values": ["X"]}]}, False),
+])
+def test_a_kill_switch_on_for_everyone_is_shown_as_on(strategy: dict, plain: bool) -> None:
+    features = to_unleash_features(DEFAULT_FLAGS)
+    features["features"][0] = {"name": "fxplat.kill_switch", "enabled": True, "strategies": [strategy]}
+    if plain:
+        assert from_unleash_features(features, source="unleash:x").kill_switch is True
+    else:
+        with pytest.raises(FlagsError, match="fxplat.kill_switch: must be plain on/off"):
+            from_unleash_features(features, source="unleash:x")
+
+
 # --- evaluation -------------------------------------------------------------------------------------------------------
 
 

@@ -21,8 +21,9 @@ _STATE_VALUE = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreak
 
 
 class _Gauge(pybreaker.CircuitBreakerListener):
-    def __init__(self, service: str, target: str) -> None:
-        self._gauge = BREAKER_STATE.labels(service, target)
+    def __init__(self, service: str, caller: str, target: str) -> None:
+        self._gauge = BREAKER_STATE.labels(service, caller, target)
+        self._gauge.set(0)  # a new breaker starts closed, whatever an earlier one with these labels said
 
     def state_change(self, cb, old_state, new_state) -> None:
         self._gauge.set(_STATE_VALUE[new_state.name])
@@ -30,10 +31,14 @@ class _Gauge(pybreaker.CircuitBreakerListener):
 
 class AsyncBreaker:
     def __init__(self, service: str, target: str, *, is_failure: Callable[[BaseException], bool], fail_max: int = 5,
-                 reset_timeout: float = 5.0) -> None:
+                 reset_timeout: float = 5.0, caller: str = "") -> None:
+        """`caller` (the calling service) labels the state gauge: each caller keeps its own breaker per target."""
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max, reset_timeout=reset_timeout, name=f"{service}@{target}",
-            exclude=[lambda exc: not is_failure(exc)], listeners=[_Gauge(service, target)])
+            exclude=[lambda exc: not is_failure(exc)], listeners=[_Gauge(service, caller, target)],
+            # The call that trips the breaker ran on gRPC: it must fail with its own error, not as "breaker open"
+            # (which tells the adapter gRPC never ran it, so even a write would be replayed over REST).
+            throw_new_error_on_trip=False)
         self._trial_in_flight = False
         self.trials = 0  # trial calls let through, for status and tests
 

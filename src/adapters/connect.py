@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from adapters.breaker import AsyncBreaker
 from adapters.core import FlaggedCaller, MethodPolicy, transport_failure
+from adapters.shadow import Shadower
 from fxplat.config import Endpoint
 from transport.client_factory import ClientFactory
 
@@ -47,15 +48,16 @@ KITS = _kits()
 
 def connect(service: str, endpoint: Endpoint, *, factory: ClientFactory, flags: Any, caller: str = "",
             grpc_enabled: bool = True, force: str | None = None, breaker_reset_s: float = 5.0,
-            breaker_fail_max: int = 5, budget_s: float | None = None):
-    """The service's flagged adapter. `grpc_enabled=False` builds a REST-only adapter (no gRPC client at all)."""
+            breaker_fail_max: int = 5, budget_s: float | None = None, shadower: Shadower | None = None):
+    """The service's flagged adapter. `grpc_enabled=False` builds a REST-only adapter (no gRPC client at all);
+    `shadower` records the comparisons of the read calls the flags choose to shadow."""
     kit = KITS[service]
     grpc_impl = kit.grpc_client(factory.channel(endpoint.grpc_target)) if grpc_enabled else None
     rest_impl = kit.rest_client(factory.http(endpoint.rest_url))
     breaker = AsyncBreaker(service, endpoint.grpc_target, is_failure=transport_failure, fail_max=breaker_fail_max,
-                           reset_timeout=breaker_reset_s)
+                           reset_timeout=breaker_reset_s, caller=caller)
     caller_obj = FlaggedCaller(service, grpc_impl, rest_impl, flags, kit.policies, caller=caller, breaker=breaker,
-                               force=force)
+                               force=force, shadower=shadower)
     if budget_s is not None:
         caller_obj.budget_s = budget_s
     return kit.adapter(caller_obj)

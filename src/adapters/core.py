@@ -12,18 +12,20 @@ rather than waiting out backoffs against a server that is gone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from adapters.breaker import AsyncBreaker, BreakerOpen
+from adapters.shadow import Outcome, Shadower
 from services.common import errors as E
 from transport import context
-from transport.metrics import CLIENT_CALLS, CLIENT_FALLBACKS, CLIENT_LATENCY, CLIENT_RETRIES
+from transport.metrics import CLIENT_CALLS, CLIENT_CHOICES, CLIENT_FALLBACKS, CLIENT_LATENCY, CLIENT_RETRIES
 
 T = TypeVar("T")
 Impl = TypeVar("Impl")
@@ -36,6 +38,7 @@ class MethodPolicy:
 
     idempotent: bool = True
     read: bool = True
+    shadow_ignore: frozenset[str] = frozenset()  # fields that legitimately differ between two calls
 
 
 @dataclass
@@ -49,6 +52,7 @@ class CallRecord:
     attempts: int = 0
     latency_s: float = 0.0
     code: str = "OK"
+    at: float = field(default_factory=time.time)  # when the call started, unix seconds
 
     @property
     def fell_back(self) -> bool:
@@ -57,6 +61,8 @@ class CallRecord:
 
 _DEFAULT_POLICY = MethodPolicy()
 
+# The latest calls of every adapter in the process, newest last: the status page's "recent traffic".
+RECENT_CALLS: collections.deque[CallRecord] = collections.deque(maxlen=5000)
 last_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("fxplat_last_call", default=None)
 routing_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("fxplat_routing_key", default=None)
 
@@ -95,14 +101,21 @@ class FlaggedCaller(Generic[Impl]):
     rest_attempts: int = 3
     budget_s: float = context.DEFAULT_BUDGET_S
     force: str | None = None  # "grpc" or "rest" pins the transport (fxplat call --transport), flags ignored
+    shadower: Shadower | None = None  # None: this caller never shadows
 
     async def call(self, method: str, invoke: Callable[[Impl], Awaitable[T]], *, key: str | None = None) -> T:
         record = CallRecord(self.service, method)
         last_call.set(record)
         start = time.perf_counter()
+        key = key if key is not None else routing_key.get()
+        use_grpc = self.use_grpc(method, key)
+        CLIENT_CHOICES.labels(self.service, method, "grpc" if use_grpc else "rest").inc()
+        shadowed = self._shadow(method, key, invoke, use_grpc)
+        result: Any = None
         try:
             with context.budget(self.budget_s if context.remaining() is None else None):
-                return await self._route(method, invoke, record, key if key is not None else routing_key.get())
+                result = await self._route(method, invoke, record, use_grpc)
+                return result
         except E.Unavailable as exc:
             record.code = exc.code
             if "service" in exc.metadata:  # a server's own answer, naming the dependency it could not reach
@@ -115,18 +128,35 @@ class FlaggedCaller(Generic[Impl]):
             raise
         finally:
             record.latency_s = time.perf_counter() - start
+            RECENT_CALLS.append(record)
             CLIENT_CALLS.labels(self.service, method, record.transport or "none", record.code,
                                 "true" if record.fell_back else "false").inc()
             if record.transport:
                 CLIENT_LATENCY.labels(self.service, method, record.transport).observe(record.latency_s)
+            if shadowed is not None:
+                shadowed.set_result(Outcome(result, record.code, record.latency_s))
+
+    def _shadow(self, method: str, key: str | None, invoke, use_grpc: bool) -> asyncio.Future | None:
+        """Start the shadow call of a sampled read (never a write), concurrently with the primary; returns the future
+        the primary's outcome goes into, or None when this call is not shadowed."""
+        if self.shadower is None or self.force or self.grpc is None:
+            return None
+        policy = self.policies.get(method, _DEFAULT_POLICY)
+        if not policy.read or not self.flags.shadow(self.service, method, key):
+            return None
+        primary: asyncio.Future = asyncio.get_running_loop().create_future()
+        other = self.rest if use_grpc else self.grpc
+        self.shadower.launch(self.service, method, "grpc" if use_grpc else "rest", primary, lambda: invoke(other),
+                             policy.shadow_ignore)
+        return primary
 
     def use_grpc(self, method: str, key: str | None) -> bool:
         if self.force:
             return self.force == "grpc"
         return self.grpc is not None and self.flags.use_grpc(self.service, method, caller=self.caller, key=key)
 
-    async def _route(self, method: str, invoke, record: CallRecord, key: str | None):
-        if self.use_grpc(method, key):
+    async def _route(self, method: str, invoke, record: CallRecord, use_grpc: bool):
+        if use_grpc:
             try:
                 record.attempts += 1
                 record.transport = "grpc"

@@ -215,9 +215,19 @@ def _kill_switch_of(feature: dict[str, Any] | None) -> bool:
         return True  # the gRPC and shadow features depend on it: with it missing they are all off
     if not feature["enabled"]:
         return False
-    if any(strategy["name"] != "default" or strategy.get("constraints") for strategy in _active(feature)):
-        raise FlagsError(f"{KILL_SWITCH_FEATURE}: must be plain on/off (one 'default' strategy)")
+    if not all(_on_for_everyone(strategy) for strategy in _active(feature)):
+        raise FlagsError(f"{KILL_SWITCH_FEATURE}: must be plain on/off (one 'default' strategy, or a 100 % "
+                         "flexibleRollout without constraints)")
     return True
+
+
+def _on_for_everyone(strategy: dict[str, Any]) -> bool:
+    # `default` is what to_unleash_features writes; a 100 % flexibleRollout is what unleash-server (7.x) adds when
+    # someone turns on, in the UI, a feature that has no strategy yet.
+    if strategy.get("constraints") or strategy.get("segments"):
+        return False
+    rollout = strategy.get("parameters", {}).get("rollout")
+    return strategy["name"] == "default" or (strategy["name"] == "flexibleRollout" and str(rollout) == "100")
 
 
 def _rollouts_of(feature: dict[str, Any] | None) -> tuple[int, str, dict[str, int]]:

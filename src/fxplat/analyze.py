@@ -9,9 +9,9 @@ from rich.table import Table
 from adapters.connect import connect
 from adapters.core import CallRecord, last_call
 from fxplat import config
+from fxplat.credentials import client_factory
 from services.analysis_coordinator.models import Analysis, AnalysisRequest, CallStatus
 from services.common.errors import InvalidArgument
-from transport.client_factory import ClientFactory
 
 
 def parse_params(items: list[str]) -> dict[str, float]:
@@ -29,7 +29,7 @@ def parse_params(items: list[str]) -> dict[str, float]:
 
 
 async def run(request: AnalysisRequest, *, flags, transport: str) -> tuple[Analysis, CallRecord | None]:
-    async with ClientFactory() as factory:
+    async with client_factory() as factory:
         adapter = connect("analysis_coordinator", config.endpoint("analysis_coordinator"), factory=factory,
                           flags=flags, caller="cli", force=None if transport == "auto" else transport,
                           budget_s=120.0)  # a whole-history analysis of several symbols takes seconds, not 30

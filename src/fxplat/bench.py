@@ -18,7 +18,8 @@ sequentially (one call at a time: p50, p99, mean) and, for some, with 16 concurr
 
 Variants of one transport are interleaved call by call (raw, client, adapter, raw, ...), so drift in machine load
 hits them alike and their differences are not an artefact of running at different times. Every row shares one
-ClientFactory: one gRPC channel and one httpx client, as a real process would.
+ClientFactory: one gRPC channel and one httpx client, as a real process would. The server checks bearer tokens, as in
+production (FXPLAT_AUTH=on with a secret made for the run), so every row, raw ones included, sends one.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import gc
 import json
 import os
 import platform
+import secrets
 import signal
 import socket
 import subprocess
@@ -134,6 +136,7 @@ class ServerProcess:
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.data_dir = workdir / "data"
         self.log_path = workdir / "server.log"
+        self.auth_secret = secrets.token_hex(32)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -142,6 +145,7 @@ class ServerProcess:
                "--data-dir", str(self.data_dir)]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FXPLAT_", "UNLEASH_"))}
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(FXPLAT_AUTH="on", FXPLAT_AUTH_SECRET=self.auth_secret)
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self._wait_ready()
@@ -279,6 +283,7 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
     from services.market_analysis.models import CandlePage, CandlesQuery
     from services.market_analysis.rest import MarketAnalysisRestClient
     from transport import proto_codec as pc
+    from transport.auth import MintedTokens, Signer
     from transport.client_factory import ClientFactory
     from transport.context import DEFAULT_BUDGET_S
 
@@ -286,7 +291,8 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
     flags_grpc = Flags(_write_flags(workdir / "flags-grpc.yaml", 100), unleash_url="")
     flags_rest = Flags(_write_flags(workdir / "flags-rest.yaml", 0), unleash_url="")
     rows: list[Row] = []
-    async with ClientFactory() as factory:
+    tokens = MintedTokens(Signer(server.auth_secret, "HS256"), sub="bench", scopes=["market:read"])
+    async with ClientFactory(token_source=tokens) as factory:
         channel = factory.channel(server.grpc_target)
         http: httpx.AsyncClient = factory.http(server.rest_url)
         stub = pb_grpc.MarketAnalysisServiceStub(channel)

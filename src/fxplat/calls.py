@@ -21,6 +21,7 @@ from adapters.core import last_call
 from adapters.flags import Flags
 from fxplat import config
 from fxplat.catalog import CATALOG
+from fxplat.credentials import client_factory
 from services.common.errors import InvalidArgument, NotFound
 from transport.client_factory import ClientFactory
 
@@ -54,7 +55,7 @@ async def call(service: str, method: str, data: str, *, transport: str, flags: F
         request = json_format.Parse(data or "{}", rpc.request_type())
     except json_format.ParseError as exc:
         raise InvalidArgument(f"--data is not a valid {rpc.request_type.DESCRIPTOR.name}: {exc}", field="data") from None
-    async with ClientFactory() as factory:
+    async with client_factory() as factory:
         adapter = connect(service, config.endpoint(service), factory=factory, flags=flags, caller="cli",
                           force=None if transport == "auto" else transport)
         response = await _methods(service, adapter)[method].call(request)
@@ -87,7 +88,7 @@ async def status(flags: Flags) -> dict:
     snap = flags.snapshot()
     result: dict[str, Any] = {"flags_source": snap.source, "flags_loaded_at": snap.loaded_at.isoformat(),
                               "flags_error": snap.error, "kill_switch": snap.flags.kill_switch, "services": {}}
-    async with ClientFactory() as factory:
+    async with client_factory() as factory:
         probes = await asyncio.gather(*(_probe(name, factory) for name in config.SERVICES))
         for name, probe in zip(config.SERVICES, probes):
             svc_flags = snap.flags.services[name]

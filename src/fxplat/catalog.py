@@ -9,11 +9,15 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from adapters.canary import CanaryStore
+from adapters.shadow import Shadower
 from fxplat import config
+from transport import ops
+from transport.auth import AuthConfig, include_guarded, scope_table
 from transport.client_factory import ClientFactory
 from transport.grpc_server import service_handler
 from transport.rest_app import create_app
-from transport.server import ServiceHost
+from transport.server import ServiceHost, TlsFiles
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class ServiceEntry:
     build: Callable[["BuildContext"], Awaitable[tuple[Any, Callable[[], Awaitable[None]] | None]]]
     grpc_methods: Callable[[Any], list]  # RPC table over any implementation: the server skin, `fxplat call`
     rest_router: Callable[[Any], APIRouter]
+    ops_router: Callable[["BuildContext"], APIRouter] | None = None  # pages for ops, outside the API contract
 
 
 @dataclass
@@ -39,6 +44,12 @@ class BuildContext:
     endpoints: dict[str, config.Endpoint] = field(default_factory=dict)
     caller: str = ""  # the service being built: the flags' `caller` of its outgoing calls
     grpc_enabled: bool = True  # False (fxplat up --no-grpc): calls between services go over REST only
+    # How calls are authenticated; no default, so serving without auth is always a written AuthConfig(mode="off").
+    # The factory's token source (AuthConfig.service_tokens) signs this service's own outgoing calls.
+    auth: AuthConfig = field(kw_only=True)
+    tls: TlsFiles | None = None  # serve both transports over TLS
+    shadower: Shadower | None = None  # records the shadow comparisons of the adapters built here (canary)
+    canary: CanaryStore | None = None  # where they are stored, for the status page
 
     def client(self, service: str):
         """The flagged adapter through which the service being built calls `service`."""
@@ -48,7 +59,7 @@ class BuildContext:
             raise RuntimeError(f"{self.caller} calls {service}: BuildContext needs a client factory and flags")
         endpoint = self.endpoints.get(service) or config.endpoint(service)
         return connect(service, endpoint, factory=self.factory, flags=self.flags, caller=self.caller,
-                       grpc_enabled=self.grpc_enabled)
+                       grpc_enabled=self.grpc_enabled, shadower=self.shadower)
 
 
 async def _market_analysis(ctx: BuildContext):
@@ -88,6 +99,7 @@ async def _analysis_coordinator(ctx: BuildContext):
 
 
 def _entries() -> dict[str, ServiceEntry]:
+    from fxplat import status_page
     from services.analysis_coordinator import grpc as ac_grpc
     from services.analysis_coordinator import rest as ac_rest
     from services.backtesting import grpc as bt_grpc
@@ -114,23 +126,34 @@ def _entries() -> dict[str, ServiceEntry]:
             "analysis_coordinator", "fxplat Analysis Coordinator",
             "Runs an analysis across market analysis, causal analysis and backtesting concurrently and stores the "
             "report, recording which transport served every component call.",
-            ac_grpc.SERVICE, _analysis_coordinator, ac_grpc.methods, ac_rest.router),
+            ac_grpc.SERVICE, _analysis_coordinator, ac_grpc.methods, ac_rest.router,
+            ops_router=lambda ctx: status_page.router(ctx.flags, ctx.canary)),
     }
 
 
 CATALOG = _entries()
 
 
+def scopes() -> list[str]:
+    """Every scope some RPC requires: what a token for all of the platform carries (service and dev CLI tokens)."""
+    return sorted({m.scope for entry in CATALOG.values() for m in entry.grpc_methods(None)})
+
+
 async def build_host(name: str, ctx: BuildContext, host: str, rest_port: int, grpc_port: int,
                      grpc_enabled: bool = True) -> ServiceHost:
     """Build a service's domain and both skins, bound but not yet started (call `await h.start()`)."""
     entry = CATALOG[name]
+    verifier = ctx.auth.verifier()  # before building: a misconfigured auth fails with nothing left open
     impl, closer = await entry.build(replace(ctx, caller=name))
+    methods = entry.grpc_methods(impl)
     app = create_app(name, entry.title, entry.description)
-    app.include_router(entry.rest_router(impl))
-    handler = service_handler(entry.grpc_service, entry.grpc_methods(impl)) if grpc_enabled else None
+    ops.watch(app, domain=impl, flags=ctx.flags)  # what /readyz checks
+    include_guarded(app, entry.rest_router(impl), verifier, scope_table(methods))
+    if entry.ops_router is not None:
+        app.include_router(entry.ops_router(ctx))
+    handler = service_handler(entry.grpc_service, methods, verifier) if grpc_enabled else None
     svc = ServiceHost(name, host, app, handler, entry.grpc_service, impl,
-                      rest_port, grpc_port)
+                      rest_port, grpc_port, tls=ctx.tls)
     if closer:
         svc.closers.append(closer)
     return svc

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import sys
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,6 +16,12 @@ app = typer.Typer(help="fxplat: Forex analysis services on REST and gRPC, with a
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Manage market data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+flags_app = typer.Typer(help="Show and edit the transport flags (flags.yaml; running services follow within ~1 s).",
+                        no_args_is_help=True)
+app.add_typer(flags_app, name="flags")
+canary_app = typer.Typer(help="Compare the transports on live traffic (shadow calls) and decide a rollout.",
+                         no_args_is_help=True)
+app.add_typer(canary_app, name="canary")
 
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="FXPLAT_DATA_DIR",
                                                  help="Data directory (default ~/.local/share/fxplat).")]
@@ -31,6 +36,9 @@ def _fail_domain(exc) -> None:
     """A service's typed error as one readable message (plus each bad field); exit 2 for bad input, 1 otherwise."""
     where = f" [{exc.field}]" if exc.field else ""
     details = "".join(f"\n  {v.field}: {v.description}" for v in exc.violations[1:])
+    if exc.code == "UNAUTHENTICATED":
+        details += ("\n  set FXPLAT_TOKEN (`fxplat token --scope ...`); in dev mode the CLI mints one from the data "
+                    "directory of `fxplat up` (FXPLAT_DATA_DIR)")
     _fail(f"{exc.code}{where}: {exc.message}{details}", code=2 if exc.code in ("INVALID_ARGUMENT", "NOT_FOUND") else 1)
 
 
@@ -43,10 +51,15 @@ def _served(record) -> None:
                 err=True, fg="cyan")
 
 
-def _logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per call between services is noise
+def _observability(log_format: str, verbose: bool, names: list[str]) -> None:
+    """Logs (one line per served call) and tracing (off unless FXPLAT_OTEL_EXPORTER says console or otlp)."""
+    from transport import logs, tracing
+
+    try:
+        logs.setup(log_format, verbose=verbose)
+        tracing.configure(service_name=f"fxplat.{names[0]}" if len(names) == 1 else "fxplat")
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 FlagsOpt = Annotated[Optional[Path], typer.Option("--flags", envvar="FXPLAT_FLAGS",
@@ -58,9 +71,12 @@ def _flags(path: Optional[Path]):
     from adapters.flags import Flags
 
     try:
-        return Flags(path)
+        evaluator = Flags(path)
     except FlagsError as exc:
         _fail(str(exc))
+    if os.environ.get("UNLEASH_URL"):
+        evaluator.start()  # decide from the server's flags (its first fetch), not from the bootstrap file
+    return evaluator
 
 
 @app.command()
@@ -72,11 +88,16 @@ def up(
     no_grpc: Annotated[bool, typer.Option("--no-grpc", help="Serve REST only, as before the gRPC server ships.")] = False,
     data_dir: DataDir = None,
     flags: FlagsOpt = None,
+    auth: Annotated[Optional[str], typer.Option(envvar="FXPLAT_AUTH", show_default="dev",
+                                                help="dev (a generated secret), on or off (no checks at all).")] = None,
+    log_format: Annotated[str, typer.Option("--log-format", envvar="FXPLAT_LOG_FORMAT",
+                                            help="json, console, or auto: console on a terminal, else json.")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start the services (all that exist, or --service NAME), each on REST and gRPC. Ctrl-C stops cleanly."""
     from fxplat import runner
     from fxplat.catalog import CATALOG
+    from transport.auth import AuthConfig
 
     names = service or list(CATALOG)
     unknown = [n for n in names if n not in CATALOG]
@@ -87,11 +108,35 @@ def up(
     names = [n for n in CATALOG if n in names]  # dependencies first
     ports = {names[0]: (rest_port or config.ports(names[0])[0], grpc_port or config.ports(names[0])[1])} \
         if (rest_port or grpc_port) else None
-    _logging(verbose)
+    _observability(log_format, verbose, names)
+    path = config.data_dir(data_dir)
     try:
-        asyncio.run(runner.serve(names, host=host, data_dir=config.data_dir(data_dir), flags=_flags(flags),
+        auth_config, tls = AuthConfig.from_env(auth).for_serving(path), config.server_tls()
+    except ValueError as exc:  # auth or TLS misconfigured: say what to set
+        _fail(str(exc))
+    try:
+        asyncio.run(runner.serve(names, host=host, data_dir=path, flags=_flags(flags), auth=auth_config, tls=tls,
                                  grpc_enabled=not no_grpc, ports=ports))
     except OSError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def token(
+    scope: Annotated[list[str], typer.Option("--scope", help="A scope to grant (repeatable), e.g. market:read.",
+                                             show_default=False)],
+    ttl: Annotated[str, typer.Option(help="Lifetime: 30s, 15m, 1h, 7d.")] = "1h",
+    sub: Annotated[str, typer.Option(help="Who the token is for (the `sub` claim).")] = "dev",
+    data_dir: DataDir = None,
+) -> None:
+    """Mint a bearer token and print it: signed with FXPLAT_AUTH_SECRET or FXPLAT_AUTH_PRIVATE_KEY, or in dev mode
+    with the secret `fxplat up` keeps in the data directory.
+    Use: curl -H "authorization: Bearer $(fxplat token --scope market:read)" ..."""
+    from fxplat.credentials import mint
+
+    try:
+        typer.echo(mint(scope, ttl=ttl, sub=sub, data_dir=data_dir))
+    except ValueError as exc:
         _fail(str(exc))
 
 
@@ -228,6 +273,116 @@ def bench(
     from fxplat.bench import run_bench
 
     run_bench(json_path=json_file, quick=quick, log=lambda line: typer.echo(line, err=True))
+
+
+@flags_app.command("show")
+def flags_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    flags: FlagsOpt = None,
+) -> None:
+    """The flags in force and where they come from (a file, or an Unleash server when UNLEASH_URL is set)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    evaluator = _flags(flags)
+    try:
+        evaluator.start()  # with a server: the first fetch, so what is shown is what services see
+        snap = evaluator.snapshot()
+    finally:
+        evaluator.close()
+    shown = {"source": snap.source, "loaded_at": snap.loaded_at.isoformat(), "kill_switch": snap.flags.kill_switch,
+             "services": {name: svc.model_dump() for name, svc in snap.flags.services.items()}}
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    table = Table(title=f"flags from {snap.source}" + ("  [bold red]KILL SWITCH ON: all REST[/]"
+                                                      if snap.flags.kill_switch else ""))
+    for col in ("service", "gRPC %", "stickiness", "shadow %", "method overrides"):
+        table.add_column(col)
+    for name, svc in snap.flags.services.items():
+        overrides = ", ".join(f"{m}={o.grpc}%" for m, o in svc.methods.items()) or "-"
+        table.add_row(name, str(svc.grpc), svc.stickiness, str(svc.shadow), overrides)
+    Console(width=120).print(table)
+    if snap.error:
+        typer.secho(f"last edit rejected: {snap.error}", fg="yellow", err=True)
+
+
+def _flags_path(path: Optional[Path]) -> Path:
+    from adapters.flags import find_flags_file
+
+    found = find_flags_file(path)
+    if found is None:
+        _fail("no flags file: pass --flags FILE or set FXPLAT_FLAGS (or run from a directory with flags.yaml)")
+    if os.environ.get("UNLEASH_URL"):
+        typer.secho(f"note: UNLEASH_URL is set, so services follow the Unleash server, not {found}", fg="yellow",
+                    err=True)
+    return found
+
+
+def _edit_flags(path: Optional[Path], change) -> None:
+    from adapters import flag_edit
+    from adapters.flag_schema import FlagsError
+
+    target = _flags_path(path)
+    try:
+        flag_edit.edit(target, change)
+    except FlagsError as exc:
+        _fail(f"refused, {target} unchanged:\n{exc}")
+    typer.echo(f"updated {target}; running services follow within ~1 s")
+
+
+@flags_app.command("set")
+def flags_set(
+    service: Annotated[str, typer.Argument(help="e.g. backtesting")],
+    grpc: Annotated[Optional[int], typer.Option("--grpc", help="Percent of calls over gRPC, 0-100.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="Apply --grpc to this one method (gRPC name, e.g. GetCandles).")] = None,
+    shadow: Annotated[Optional[int], typer.Option(help="Percent of read calls also sent to the other transport, 0-100.")] = None,
+    flags: FlagsOpt = None,
+) -> None:
+    """Set a service's (or one method's) gRPC share and/or its shadow share. Comments in the file are kept; an
+    invalid value is refused and the file left as it was."""
+    from adapters import flag_edit
+
+    if grpc is None and shadow is None:
+        _fail("nothing to change: give --grpc PCT and/or --shadow PCT")
+    if method and grpc is None:
+        _fail("--method applies --grpc to one method: give --grpc PCT too")
+    _edit_flags(flags, flag_edit.set_service(service, grpc=grpc, method=method, shadow=shadow))
+
+
+@flags_app.command("kill-switch")
+def flags_kill_switch(
+    state: Annotated[str, typer.Argument(help="on: every call of every service over REST, no shadow calls; off: flags as set.")],
+    flags: FlagsOpt = None,
+) -> None:
+    """Turn the global kill switch on or off."""
+    from adapters import flag_edit
+
+    if state not in ("on", "off"):
+        _fail(f"kill-switch takes on or off, not {state!r}")
+    _edit_flags(flags, flag_edit.set_kill_switch(state == "on"))
+
+
+@canary_app.command("report")
+def canary_report(
+    service: Annotated[Optional[str], typer.Option(help="Only this service.")] = None,
+    since: Annotated[str, typer.Option(help="How far back: e.g. 30m, 6h, 2d; 'all' for everything.")] = "24h",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Per service and method: shadowed samples, mismatch rate, error rate and p50/p99 latency per transport, and a
+    verdict (promote / hold / roll back; thresholds in docs/canary.md), with the worst mismatches and their diffs."""
+    from fxplat import canary_report as cr
+
+    try:
+        start = cr.since(since)
+    except ValueError as exc:
+        _fail(str(exc))
+    rows = asyncio.run(cr.load(config.data_dir(data_dir), start, service))
+    if as_json:
+        typer.echo(json.dumps(cr.to_json(rows, since), indent=2))
+    else:
+        cr.print_report(rows, since)
 
 
 def main() -> None:  # pragma: no cover

@@ -1,9 +1,14 @@
-"""Where things are: the data directory and each service's endpoints (defaults from DESIGN.md, overridable by env)."""
+"""Where things are: the data directory, each service's endpoints (defaults from DESIGN.md, overridable by env) and
+the TLS files (FXPLAT_TLS_CERT / FXPLAT_TLS_KEY for servers, FXPLAT_TLS_CA for clients)."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transport.server import TlsFiles
 
 SERVICES = ("market_analysis", "causal_analysis", "backtesting", "analysis_coordinator")
 DEFAULT_PORTS = {  # (REST, gRPC)
@@ -41,9 +46,30 @@ def ports(service: str) -> tuple[int, int]:
     return int(_env(service, "REST_PORT") or rest), int(_env(service, "GRPC_PORT") or grpc)
 
 
+def server_tls() -> TlsFiles | None:
+    """FXPLAT_TLS_CERT and FXPLAT_TLS_KEY (PEM files): servers serve both transports over TLS."""
+    from transport.server import TlsFiles
+
+    cert, key = os.environ.get("FXPLAT_TLS_CERT"), os.environ.get("FXPLAT_TLS_KEY")
+    if bool(cert) != bool(key):
+        raise ValueError("FXPLAT_TLS_CERT and FXPLAT_TLS_KEY must be set together")
+    return TlsFiles(Path(cert), Path(key)) if cert and key else None
+
+
+def tls_ca() -> Path | None:
+    """FXPLAT_TLS_CA: the CA bundle clients verify servers with."""
+    ca = os.environ.get("FXPLAT_TLS_CA")
+    return Path(ca) if ca else None
+
+
+def tls_on() -> bool:
+    """TLS is on when this process serves it or trusts a CA for it: endpoints are then https:// and channels TLS."""
+    return bool(os.environ.get("FXPLAT_TLS_CERT") or os.environ.get("FXPLAT_TLS_CA"))
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    rest_url: str  # e.g. http://127.0.0.1:8001
+    rest_url: str  # e.g. http://127.0.0.1:8001 (https:// with TLS)
     grpc_target: str  # e.g. 127.0.0.1:50051 or dns:///market.ns.svc:50051
 
 
@@ -51,4 +77,5 @@ def endpoint(service: str) -> Endpoint:
     """Where clients reach `service`: FXPLAT_<SERVICE>_REST_URL / _GRPC_TARGET, else the default host and ports."""
     rest, grpc = ports(service)
     h = host()
-    return Endpoint(_env(service, "REST_URL") or f"http://{h}:{rest}", _env(service, "GRPC_TARGET") or f"{h}:{grpc}")
+    rest_url = _env(service, "REST_URL") or f"{'https' if tls_on() else 'http'}://{h}:{rest}"
+    return Endpoint(rest_url, _env(service, "GRPC_TARGET") or f"{h}:{grpc}")

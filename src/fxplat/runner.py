@@ -4,13 +4,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from pathlib import Path
 
+from adapters.canary import CanaryStore
+from adapters.canary import database_url as canary_url
 from adapters.flags import Flags
+from adapters.shadow import Shadower
 from fxplat import config
-from fxplat.catalog import BuildContext, build_host
+from fxplat.catalog import BuildContext, build_host, scopes
+from transport.auth import AuthConfig
 from transport.client_factory import ClientFactory
-from transport.server import ServiceHost
+from transport.server import ServiceHost, TlsFiles
 
 log = logging.getLogger("fxplat.up")
 
@@ -33,20 +38,30 @@ async def start_services(names: list[str], ctx: BuildContext, *, host: str, grpc
     return started
 
 
-async def serve(names: list[str], *, host: str, data_dir: Path, flags: Flags, grpc_enabled: bool = True,
+async def serve(names: list[str], *, host: str, data_dir: Path, flags: Flags, auth: AuthConfig,
+                tls: TlsFiles | None = None, grpc_enabled: bool = True,
                 ports: dict[str, tuple[int, int]] | None = None, grace: float = 5.0) -> None:
+    """`auth` as AuthConfig.for_serving returns it; `tls` serves both transports over TLS."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     flags.start()
-    async with ClientFactory() as factory:
+    log.info("%s", auth.describe())
+    # Calls between services carry the service token and trust the configured CA.
+    async with ClientFactory(ca_file=config.tls_ca(), tls=config.tls_on(),
+                             token_source=auth.service_tokens(scopes())) as factory:
+        store = CanaryStore(canary_url(data_dir))
+        shadower = Shadower(store.record)
         try:
-            ctx = BuildContext(data_dir, factory, flags, grpc_enabled=grpc_enabled)
+            ctx = BuildContext(data_dir, factory, flags, grpc_enabled=grpc_enabled, auth=auth, tls=tls,
+                               shadower=shadower, canary=store)
             hosts = await start_services(names, ctx, host=host, grpc_enabled=grpc_enabled, ports=ports)
             await _run_until(stop, hosts, data_dir, flags, grace)
+            await shadower.drain()  # comparisons of the last calls: recorded, not lost
         finally:
             flags.close()
+            await store.close()
 
 
 async def _run_until(stop: asyncio.Event, hosts: list[ServiceHost], data_dir: Path, flags: Flags, grace: float) -> None:
@@ -56,7 +71,12 @@ async def _run_until(stop: asyncio.Event, hosts: list[ServiceHost], data_dir: Pa
     log.info("flags from %s; data directory %s; Ctrl-C to stop", flags.snapshot().source, data_dir)
     await stop.wait()
     log.info("stopping: finishing in-flight calls (grace %.0fs)", grace)
+    # Every service sends new traffic away first; then each stops, callers before the services they call, so a call
+    # in flight still reaches its dependencies. One grace period covers them all.
+    for svc in hosts:
+        await svc.begin_shutdown()
+    deadline = time.monotonic() + grace
     for svc in reversed(hosts):
-        await svc.stop(grace)
+        await svc.stop(max(0.0, deadline - time.monotonic()))
     log.info("stopped")
 

@@ -1,4 +1,5 @@
-"""The one place that makes gRPC channels and httpx clients: pooled and reused per target, closed together."""
+"""The one place that makes gRPC channels and httpx clients: pooled and reused per target, closed together. With a
+token source, every call they carry sends its bearer token (see transport.auth), whoever made the client."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ from pathlib import Path
 import grpc
 import httpx
 
+from transport.auth import BearerAuth, BearerInterceptor, TokenSource
 from transport.grpc_server import MAX_MESSAGE_BYTES
 
 CHANNEL_OPTIONS = [
@@ -29,25 +31,31 @@ ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 class ClientFactory:
-    def __init__(self, *, ca_file: Path | None = None, max_connections: int = 100, timeout_s: float = 30.0) -> None:
+    def __init__(self, *, ca_file: Path | None = None, tls: bool | None = None, token_source: TokenSource | None = None,
+                 max_connections: int = 100, timeout_s: float = 30.0) -> None:
+        """`tls`: gRPC channels use TLS (default: when a CA bundle is given; without one, the system's roots).
+        `token_source`: the bearer token every call sends; None sends none (and adds no interceptor's cost)."""
         self._ca = Path(ca_file).read_bytes() if ca_file else None
+        self._tls = self._ca is not None if tls is None else tls
+        self._tokens = token_source
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._http: dict[str, httpx.AsyncClient] = {}
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._timeout = httpx.Timeout(timeout_s, connect=5.0)
 
     def channel(self, target: str, *, tls: bool | None = None) -> grpc.aio.Channel:
-        """A shared channel to `target` (host:port or dns:///name:port); TLS when a CA bundle is configured."""
+        """A shared channel to `target` (host:port or dns:///name:port); TLS unless `tls` says otherwise."""
         if target not in self._channels:
             options = list(CHANNEL_OPTIONS)
             if target.startswith("dns:"):
                 options.append(("grpc.service_config", ROUND_ROBIN))
-            use_tls = self._ca is not None if tls is None else tls
-            if use_tls:
+            interceptors = [BearerInterceptor(self._tokens)] if self._tokens else None
+            if self._tls if tls is None else tls:
                 creds = grpc.ssl_channel_credentials(root_certificates=self._ca)
-                self._channels[target] = grpc.aio.secure_channel(target, creds, options=options)
+                self._channels[target] = grpc.aio.secure_channel(target, creds, options=options,
+                                                                 interceptors=interceptors)
             else:
-                self._channels[target] = grpc.aio.insecure_channel(target, options=options)
+                self._channels[target] = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
         return self._channels[target]
 
     def http(self, base_url: str) -> httpx.AsyncClient:
@@ -58,8 +66,9 @@ class ClientFactory:
                 import ssl
 
                 verify = ssl.create_default_context(cadata=self._ca.decode())
+            auth = BearerAuth(self._tokens) if self._tokens else None
             self._http[base_url] = httpx.AsyncClient(base_url=base_url, limits=self._limits, timeout=self._timeout,
-                                                     verify=verify)
+                                                     verify=verify, auth=auth)
         return self._http[base_url]
 
     async def close(self) -> None:

@@ -38,6 +38,22 @@ def budget(seconds: float | None):
         _deadline.reset(token)
 
 
+def timeout_header(seconds: float) -> str:
+    """The budget as sent to the next hop: whole milliseconds, rounded down so a hop never gets more than is left."""
+    return str(max(1, int(seconds * 1000)))
+
+
+def parse_timeout_header(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value) / 1000.0
+    except ValueError:
+        return None
+
+
+def tighter(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
 def parse_grpc_timeout(value: str) -> float | None:
     """Parse a gRPC-style timeout header ('100m', '5S', '250u') into seconds."""
     units = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}

@@ -2,6 +2,7 @@
 with health checking and reflection."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,7 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import DomainError
-from transport import context, errors
+from transport import context, errors, logs, tracing
+from transport.auth import TokenVerifier
 from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
 log = logging.getLogger("fxplat.grpc")
@@ -36,6 +38,8 @@ class GrpcMethod:
     name: str
     request_type: type
     call: Callable[[Any], Awaitable[Any]]
+    # What a caller's token must carry (see transport.auth); a server with auth refuses to start on a method without.
+    scope: str = ""
 
 
 def _serialize(response: Any) -> bytes:
@@ -47,20 +51,26 @@ def service_label(full_name: str) -> str:
     return full_name.split(".")[1]
 
 
-def _wrap(service: str, method: GrpcMethod):
-    requests = {code: SERVER_REQUESTS.labels(service, method.name, "grpc", code) for code in ("OK", *errors.TABLE)}
+def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None):
+    requests = {code: SERVER_REQUESTS.labels(service, method.name, "grpc", code)
+                for code in ("OK", "CANCELLED", *errors.TABLE)}
     latency = SERVER_LATENCY.labels(service, method.name, "grpc")
     in_flight = SERVER_IN_FLIGHT.labels(service, "grpc")
 
     async def handler(request, ctx: grpc.aio.ServicerContext):
-        rid = dict(ctx.invocation_metadata() or ()).get("x-request-id") or errors.new_request_id()
+        md = dict(ctx.invocation_metadata() or ())
+        rid = md.get("x-request-id") or errors.new_request_id()
         rid_token = context.request_id.set(rid)
+        span = tracing.start_server(service, method.name, "grpc", md)
         start = time.perf_counter()
         in_flight.inc()
         code = "OK"
         try:
-            with context.budget(ctx.time_remaining()):
+            with context.budget(context.tighter(ctx.time_remaining(),
+                                                context.parse_timeout_header(md.get(context.TIMEOUT_HEADER)))):
                 try:
+                    if auth is not None:
+                        auth.check(md.get("authorization"), method.scope)
                     return await method.call(request)
                 except DomainError as exc:
                     failure = exc
@@ -68,10 +78,16 @@ def _wrap(service: str, method: GrpcMethod):
                     failure = errors.internal_error(exc, rid)
             code = failure.code
             await ctx.abort_with_status(errors.to_grpc_status(failure))
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # the caller gave up (cancelled, or its deadline passed): not a success
+            raise
         finally:
+            elapsed = time.perf_counter() - start
             in_flight.dec()
             requests[code].inc()
-            latency.observe(time.perf_counter() - start)
+            latency.observe(elapsed)
+            logs.call(service, method.name, "grpc", code, elapsed, rid, tracing.trace_id(span))
+            tracing.end_server(span, code)
             context.request_id.reset(rid_token)
 
     return grpc.unary_unary_rpc_method_handler(
@@ -79,22 +95,29 @@ def _wrap(service: str, method: GrpcMethod):
     )
 
 
-def service_handler(full_name: str, methods: Sequence[GrpcMethod]) -> grpc.GenericRpcHandler:
+def service_handler(full_name: str, methods: Sequence[GrpcMethod],
+                    auth: TokenVerifier | None = None) -> grpc.GenericRpcHandler:
+    """`auth` checks every call's token against its method's scope (None: no checks)."""
+    if auth is not None and (unscoped := [m.name for m in methods if not m.scope]):
+        raise RuntimeError(f"{full_name}: methods without a scope: {', '.join(unscoped)}")
     service = service_label(full_name)
-    return grpc.method_handlers_generic_handler(full_name, {m.name: _wrap(service, m) for m in methods})
+    return grpc.method_handlers_generic_handler(full_name, {m.name: _wrap(service, m, auth) for m in methods})
 
 
 async def create_server(
-    host: str, port: int, services: dict[str, grpc.GenericRpcHandler]
+    host: str, port: int, services: dict[str, grpc.GenericRpcHandler],
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """Build and start a grpc.aio server for `services` (full name -> handler) with health and reflection.
-    Returns the server, the bound port (useful with port 0) and the health servicer (for graceful shutdown)."""
+    """Build and start a grpc.aio server for `services` (full name -> handler) with health and reflection, over TLS
+    when `credentials` are given. Returns the server, the bound port (useful with port 0) and the health servicer
+    (for graceful shutdown)."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers(list(services.values()))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"cannot bind gRPC to {host}:{port} (in use?)")
     await server.start()

@@ -14,10 +14,15 @@ SERVER_IN_FLIGHT = Gauge("fxplat_server_in_flight_requests", "Calls being served
 
 CLIENT_CALLS = Counter("fxplat_client_calls_total", "Calls made through an adapter, by the transport that served them.",
                        ["service", "method", "transport", "code", "fallback"])
+CLIENT_CHOICES = Counter("fxplat_client_transport_choices_total",
+                         "Transport an adapter chose per call (flags, or a forced transport), before any fallback.",
+                         ["service", "method", "transport"])
 CLIENT_LATENCY = Histogram("fxplat_client_call_duration_seconds", "Adapter call latency, fallback and retries included.",
                            ["service", "method", "transport"], buckets=_BUCKETS)
 CLIENT_FALLBACKS = Counter("fxplat_client_fallbacks_total", "gRPC calls served over REST instead, by reason.",
                            ["service", "method", "reason"])
 CLIENT_RETRIES = Counter("fxplat_client_retries_total", "Retried attempts.", ["service", "method", "transport"])
-BREAKER_STATE = Gauge("fxplat_client_breaker_state", "gRPC circuit breaker: 0 closed, 1 half-open, 2 open.",
-                      ["service", "target"])
+BREAKER_STATE = Gauge("fxplat_client_breaker_state", "gRPC circuit breaker of a caller's adapter: 0 closed, "
+                      "1 half-open, 2 open.", ["service", "caller", "target"])
+SHADOW_COMPARISONS = Counter("fxplat_shadow_comparisons_total", "Shadowed read calls compared across transports, by "
+                             "result (match or mismatch).", ["service", "method", "result"])

@@ -1,6 +1,7 @@
 """REST side, written once: the FastAPI app factory with problem+json errors, request ids and deadline headers."""
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from datetime import datetime
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common import errors as E
 from services.common.market_types import utc
-from transport import context, errors
+from transport import context, errors, logs, ops, tracing
 from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -75,7 +76,8 @@ def _code_of(status: int) -> str:
 
 
 class _CallContext:
-    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request id, deadline budget and metrics for every call.
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request id, deadline budget, metrics, server span and
+    log line for every call.
     The method label is the route's name, which each skin sets to the gRPC method name, so both transports count alike."""
 
     def __init__(self, app, service: str):
@@ -84,40 +86,54 @@ class _CallContext:
         self.in_flight = SERVER_IN_FLIGHT.labels(service, "rest")
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in ops.PATHS:  # probes and scrapes are not calls
             return await self.app(scope, receive, send)
+        if ops.refusing(scope):
+            return await ops.refuse(scope, receive, send)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         rid = headers.get(REQUEST_ID_HEADER) or errors.new_request_id()
-        seconds = None
-        if context.TIMEOUT_HEADER in headers:
-            try:
-                seconds = float(headers[context.TIMEOUT_HEADER]) / 1000.0
-            except ValueError:
-                seconds = None
-        elif "grpc-timeout" in headers:
+        seconds = context.parse_timeout_header(headers.get(context.TIMEOUT_HEADER))
+        if seconds is None and "grpc-timeout" in headers:
             seconds = context.parse_grpc_timeout(headers["grpc-timeout"])
         token = context.request_id.set(rid)
+        span = tracing.start_server(self.service, "", "rest", headers,  # named once the route is known
+                                    {"http.request.method": scope["method"], "url.path": scope["path"]})
         status = 500
+        started = False
         start = time.perf_counter()
 
         async def send_recording_status(message):
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         self.in_flight.inc()
         try:
-            with context.budget(seconds):
-                await self.app(scope, receive, send_recording_status)
+            # The caller stops waiting at its deadline, so the work stops too (as grpc.aio cancels a late handler).
+            async with asyncio.timeout(seconds) as limit:
+                with context.budget(seconds):
+                    await self.app(scope, receive, send_recording_status)
+        except Exception as exc:  # answered here, where the request id is still known; never a traceback
+            if started:
+                raise
+            if isinstance(exc, TimeoutError) and limit.expired():
+                err: E.DomainError = E.DeadlineExceeded(
+                    f"deadline of {seconds * 1000:.0f} ms exceeded; the call was abandoned")
+            else:
+                err = errors.internal_error(exc, rid)
+            await problem_response(err)(scope, receive, send_recording_status)
         finally:
+            elapsed = time.perf_counter() - start
             self.in_flight.dec()
             context.request_id.reset(token)
             route = scope.get("route")
-            if route is not None:  # unrouted paths (404s, /healthz) are not RPCs
-                method = getattr(route, "name", "") or scope["path"]
-                SERVER_REQUESTS.labels(self.service, method, "rest", _code_of(status)).inc()
-                SERVER_LATENCY.labels(self.service, method, "rest").observe(time.perf_counter() - start)
+            method, code = getattr(route, "name", "") or scope["path"], _code_of(status)
+            if route is not None:  # unrouted paths (404s) are not RPCs: a path label would grow without bound
+                SERVER_REQUESTS.labels(self.service, method, "rest", code).inc()
+                SERVER_LATENCY.labels(self.service, method, "rest").observe(elapsed)
+            logs.call(self.service, method, "rest", code, elapsed, rid, tracing.trace_id(span))
+            tracing.end_server(span, code, method=method, http_status=status)
 
 
 def create_app(service: str, title: str, description: str, version: str = "1.0.0") -> FastAPI:
@@ -144,14 +160,7 @@ def create_app(service: str, title: str, description: str, version: str = "1.0.0
             err = E.Unimplemented(f"{request.method} is not allowed on {request.url.path}", reason="METHOD_NOT_ALLOWED")
         return problem_response(err)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        return problem_response(errors.internal_error(exc, context.request_id.get()))
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict:
-        return {"status": "ok"}
-
+    ops.install(app)
     app.add_middleware(_CallContext, service=service)
     return app
 

@@ -1,5 +1,6 @@
 """Hosting one service: its gRPC server and its REST (uvicorn) server in the running event loop, started together and
-stopped gracefully (health NOT_SERVING, in-flight calls finish within the grace period, then close)."""
+stopped gracefully (health NOT_SERVING, in-flight calls finish within the grace period, then close); both over TLS when
+given a certificate."""
 from __future__ import annotations
 
 import asyncio
@@ -7,12 +8,13 @@ import contextlib
 import logging
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import uvicorn
 from fastapi import FastAPI
 
-from transport import grpc_server
+from transport import grpc_server, ops
 
 log = logging.getLogger("fxplat.server")
 
@@ -41,6 +43,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server's certificate (chain) and private key, PEM files: both transports serve TLS with them."""
+
+    cert_file: Path
+    key_file: Path
+
+    def grpc_credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials([(Path(self.key_file).read_bytes(), Path(self.cert_file).read_bytes())])
+
+
 @dataclass
 class ServiceHost:
     """A running service. `rest_url` and `grpc_target` are where clients reach it (ports resolved when 0 was asked)."""
@@ -53,6 +66,7 @@ class ServiceHost:
     impl: object = None  # the domain it serves, for in-process callers (tests)
     rest_port: int = 0
     grpc_port: int = 0
+    tls: TlsFiles | None = None
     _grpc: grpc.aio.Server | None = None
     _health: object | None = None
     _uvicorn: _EmbeddedUvicorn | None = None
@@ -63,7 +77,7 @@ class ServiceHost:
     @property
     def rest_url(self) -> str:
         h = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{h}:{self.rest_port}"
+        return f"{'https' if self.tls else 'http'}://{h}:{self.rest_port}"
 
     @property
     def grpc_target(self) -> str:
@@ -73,7 +87,10 @@ class ServiceHost:
     async def start(self) -> "ServiceHost":
         self._sock = bind_socket(self.host, self.rest_port)
         self.rest_port = self._sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
+        tls = {"ssl_certfile": str(self.tls.cert_file), "ssl_keyfile": str(self.tls.key_file)} if self.tls else {}
+        # log_config=None: uvicorn's loggers go through the process's handler (transport.logs), not its own.
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
+                                log_config=None, **tls)
         self._uvicorn = _EmbeddedUvicorn(config)
         self._task = asyncio.create_task(self._uvicorn.serve(sockets=[self._sock]), name=f"{self.name}-rest")
         while not self._uvicorn.started:
@@ -87,7 +104,8 @@ class ServiceHost:
 
     async def start_grpc(self) -> None:
         self._grpc, self.grpc_port, self._health = await grpc_server.create_server(
-            self.host, self.grpc_port, {self.service_full_name: self.grpc_handler})
+            self.host, self.grpc_port, {self.service_full_name: self.grpc_handler},
+            self.tls.grpc_credentials() if self.tls else None)
 
     async def stop_grpc(self, grace: float | None = None) -> None:
         """Stop the gRPC server only (REST keeps serving): what a crash or a gRPC rollback looks like to clients."""
@@ -98,16 +116,32 @@ class ServiceHost:
         await self._grpc.stop(grace)
         self._grpc = None
 
+    async def begin_shutdown(self) -> None:
+        """Send new traffic elsewhere while still serving: /readyz answers 503 and gRPC health NOT_SERVING. A process
+        hosting several services does this for all of them before stopping any (see fxplat.runner)."""
+        ops.readiness(self.app).draining = True
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+
     async def stop(self, grace: float = 5.0) -> None:
-        await self.stop_grpc(grace)
-        if self._uvicorn is not None and self._task is not None:
-            self._uvicorn.should_exit = True
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), grace + 1)
-            self._uvicorn = None
+        """Refuse new calls on both transports at once, give in-flight calls up to `grace` seconds, then close."""
+        await self.begin_shutdown()
+        await asyncio.gather(self.stop_grpc(grace), self._stop_rest(grace))
         for close in reversed(self.closers):
             await close()
         self.closers.clear()
+
+    async def _stop_rest(self, grace: float) -> None:
+        if self._uvicorn is None or self._task is None:
+            return
+        # After the grace uvicorn cancels the calls still running. Not 0: uvicorn would then log an error even when
+        # nothing runs, as it cancels before looking.
+        self._uvicorn.config.timeout_graceful_shutdown = max(grace, 0.01)
+        ops.refuse_calls(self.app)
+        self._uvicorn.should_exit = True  # closes the listener (new connections refused), then drains
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), grace + 1)
+        self._uvicorn = None
 
     @property
     def grpc_serving(self) -> bool:

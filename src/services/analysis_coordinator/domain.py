@@ -51,6 +51,10 @@ class AnalysisCoordinatorDomain:
         self._store = store
         self._served_by = served_by
 
+    async def ready(self) -> None:
+        """Raises unless the store answers: the service cannot serve without it."""
+        await self._store.ping()
+
     async def close(self) -> None:
         await self._store.close()
 

@@ -112,9 +112,9 @@ def methods(impl: AnalysisCoordinator) -> list[GrpcMethod]:
                                        next_page_token=page.next_page_token)
 
     return [
-        GrpcMethod("RunAnalysis", pb.RunAnalysisRequest, run_analysis),
-        GrpcMethod("GetAnalysis", pb.GetAnalysisRequest, get_analysis),
-        GrpcMethod("ListAnalyses", pb.ListAnalysesRequest, list_analyses),
+        GrpcMethod("RunAnalysis", pb.RunAnalysisRequest, run_analysis, "analysis:run"),
+        GrpcMethod("GetAnalysis", pb.GetAnalysisRequest, get_analysis, "analysis:read"),
+        GrpcMethod("ListAnalyses", pb.ListAnalysesRequest, list_analyses, "analysis:read"),
     ]
 
 

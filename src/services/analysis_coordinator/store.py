@@ -50,6 +50,9 @@ class AnalysisStore:
     def __init__(self, url: str) -> None:
         self._db = Database(url, metadata)
 
+    async def ping(self) -> None:
+        await self._db.ping()
+
     async def close(self) -> None:
         await self._db.close()
 

@@ -34,6 +34,10 @@ class BacktestingDomain:
         self._market = market
         self._store = BacktestStore(database_url(db_url, data_dir))
 
+    async def ready(self) -> None:
+        """Raises unless the store answers: the service cannot serve without it."""
+        await self._store.ping()
+
     async def close(self) -> None:
         await self._store.close()
 

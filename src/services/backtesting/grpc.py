@@ -142,10 +142,10 @@ def methods(impl: Backtesting) -> list[GrpcMethod]:
         return pb.DeleteBacktestResponse()
 
     return [
-        GrpcMethod("RunBacktest", pb.RunBacktestRequest, run_backtest),
-        GrpcMethod("GetBacktest", pb.GetBacktestRequest, get_backtest),
-        GrpcMethod("ListBacktests", pb.ListBacktestsRequest, list_backtests),
-        GrpcMethod("DeleteBacktest", pb.DeleteBacktestRequest, delete_backtest),
+        GrpcMethod("RunBacktest", pb.RunBacktestRequest, run_backtest, "backtest:write"),
+        GrpcMethod("GetBacktest", pb.GetBacktestRequest, get_backtest, "backtest:read"),
+        GrpcMethod("ListBacktests", pb.ListBacktestsRequest, list_backtests, "backtest:read"),
+        GrpcMethod("DeleteBacktest", pb.DeleteBacktestRequest, delete_backtest, "backtest:write"),
     ]
 
 

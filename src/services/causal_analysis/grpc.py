@@ -161,10 +161,10 @@ def methods(impl: CausalAnalysis) -> list[GrpcMethod]:
         return lead_lag_result_to_pb(await impl.lead_lag(lead_lag_request_from_pb(req)))
 
     return [
-        GrpcMethod("GrangerCausality", pb.GrangerCausalityRequest, granger_causality),
-        GrpcMethod("CorrelationMatrix", pb.CorrelationMatrixRequest, correlation_matrix),
-        GrpcMethod("RollingCorrelation", pb.RollingCorrelationRequest, rolling_correlation),
-        GrpcMethod("LeadLag", pb.LeadLagRequest, lead_lag),
+        GrpcMethod("GrangerCausality", pb.GrangerCausalityRequest, granger_causality, "causal:read"),
+        GrpcMethod("CorrelationMatrix", pb.CorrelationMatrixRequest, correlation_matrix, "causal:read"),
+        GrpcMethod("RollingCorrelation", pb.RollingCorrelationRequest, rolling_correlation, "causal:read"),
+        GrpcMethod("LeadLag", pb.LeadLagRequest, lead_lag, "causal:read"),
     ]
 
 

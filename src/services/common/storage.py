@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator
+from sqlalchemy import DateTime, MetaData, TypeDecorator, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -68,6 +68,11 @@ class Database:
                         await conn.run_sync(self._metadata.create_all)
                     self._ready = True
         return self.engine
+
+    async def ping(self) -> None:
+        """Raises unless the database answers (its tables created, a `SELECT 1` run): a readiness check."""
+        async with (await self.ready()).connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -133,10 +133,10 @@ def methods(impl: MarketAnalysis) -> list[GrpcMethod]:
         return summary_to_pb(await impl.analyze_market(summary_query_from_pb(req)))
 
     return [
-        GrpcMethod("ListSymbols", pb.ListSymbolsRequest, list_symbols),
-        GrpcMethod("GetCandles", pb.GetCandlesRequest, get_candles),
-        GrpcMethod("ComputeIndicators", pb.ComputeIndicatorsRequest, compute_indicators),
-        GrpcMethod("AnalyzeMarket", pb.AnalyzeMarketRequest, analyze_market),
+        GrpcMethod("ListSymbols", pb.ListSymbolsRequest, list_symbols, "market:read"),
+        GrpcMethod("GetCandles", pb.GetCandlesRequest, get_candles, "market:read"),
+        GrpcMethod("ComputeIndicators", pb.ComputeIndicatorsRequest, compute_indicators, "market:read"),
+        GrpcMethod("AnalyzeMarket", pb.AnalyzeMarketRequest, analyze_market, "market:read"),
     ]
 
 

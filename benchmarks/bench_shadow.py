@@ -1,0 +1,122 @@
+"""What shadowing costs the caller when the shadow side is slow: p50/p99 of GetCandles through the adapter (primary
+gRPC) with shadowing off and at 100 %, measured interleaved in one run, calls paced at 100/s, the server in its own
+process. The REST side (the shadow) answers 50 ms late.
+Target: the caller's p50 with shadowing within 10 % of without (the caller never waits for the shadow).
+
+    .venv/bin/python benchmarks/bench_shadow.py
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from adapters.canary import CanaryStore, database_url
+from adapters.connect import connect
+from adapters.flags import Flags
+from adapters.shadow import Shadower
+from fxplat.catalog import CATALOG
+from fxplat.config import Endpoint
+from services.common.market_types import TimeRange, Timeframe
+from services.market_analysis.domain import MarketAnalysisDomain
+from services.market_analysis.models import CandlesQuery
+from transport.client_factory import ClientFactory
+from transport.grpc_server import service_handler
+from transport.rest_app import create_app
+from transport.server import ServiceHost
+
+CALLS = 400
+SHADOW_PERCENT = int(sys.argv[1]) if sys.argv[1:2] and sys.argv[1].isdigit() else 100
+PACE_S = 0.02  # one call every 20 ms per adapter: 100 calls/s in all, 50 of them shadowed
+SHADOW_DELAY_S = 0.05
+QUERIES = {  # a small call, where the shadow's fixed client cost shows most, and a medium one
+    "GetCandles 100 bars": CandlesQuery("EURUSD", Timeframe.H1, TimeRange(datetime(2025, 3, 3, tzinfo=timezone.utc)),
+                                        limit=100),
+    "GetCandles 5,000 bars": CandlesQuery("EURUSD", Timeframe.H1, limit=5_000),
+}
+
+
+class SlowRest:
+    def __init__(self, impl) -> None:
+        self._impl = impl
+
+    def __getattr__(self, name: str):
+        return getattr(self._impl, name)
+
+    async def get_candles(self, query):
+        await asyncio.sleep(SHADOW_DELAY_S)
+        return await self._impl.get_candles(query)
+
+
+async def serve() -> None:
+    """The server, in its own process as in production: prints its endpoints, serves until stdin closes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        domain = MarketAnalysisDomain(Path(tmp))
+        await domain.warm()
+        entry = CATALOG["market_analysis"]
+        app = create_app("market_analysis", entry.title, entry.description)
+        app.include_router(entry.rest_router(SlowRest(domain)))
+        host = await ServiceHost("market_analysis", "127.0.0.1", app,
+                                 service_handler(entry.grpc_service, entry.grpc_methods(domain)),
+                                 entry.grpc_service).start()
+        print(host.rest_url, host.grpc_target, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await host.stop(grace=0)
+
+
+async def main() -> None:
+    server = await asyncio.create_subprocess_exec(sys.executable, __file__, "serve", stdin=asyncio.subprocess.PIPE,
+                                                  stdout=asyncio.subprocess.PIPE)
+    rest_url, grpc_target = (await asyncio.wait_for(server.stdout.readline(), 120)).decode().split()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            await measure(Endpoint(rest_url, grpc_target), Path(tmp))
+    finally:
+        server.stdin.close()
+        await server.wait()
+
+
+async def measure(endpoint: Endpoint, tmp_path: Path) -> None:
+    files = {}
+    for name, shadow in (("off", 0), ("on", SHADOW_PERCENT)):
+        files[name] = tmp_path / f"flags-{name}.yaml"
+        files[name].write_text(f"services:\n  market_analysis: {{grpc: 100, shadow: {shadow}}}\n")
+    store = CanaryStore(database_url(tmp_path))
+    shadower = Shadower(store.record)
+    print(f"Through the adapter, primary gRPC, shadow share {SHADOW_PERCENT} %, {CALLS} calls each way, interleaved; "
+          f"the shadow (REST) answers "
+          f"{SHADOW_DELAY_S * 1000:.0f} ms late; paced at {2 / PACE_S:.0f} calls/s; server in its own process")
+    async with ClientFactory() as factory:
+        adapters = {name: connect("market_analysis", endpoint, factory=factory, flags=Flags(path, unleash_url=""),
+                                  shadower=shadower)
+                    for name, path in files.items()}
+        for label, query in QUERIES.items():
+            for adapter in adapters.values():  # warm both connections
+                for _ in range(20):
+                    await adapter.get_candles(query)
+            samples: dict[str, list[float]] = {"off": [], "on": []}
+            for i in range(CALLS):
+                for name in (("off", "on") if i % 2 else ("on", "off")):
+                    start = time.perf_counter()
+                    await adapters[name].get_candles(query)
+                    samples[name].append((time.perf_counter() - start) * 1000)
+                    # Paced like live traffic: a caller is not a loop saturating its process.
+                    await asyncio.sleep(max(0.0, PACE_S - (time.perf_counter() - start)))
+            await shadower.drain()
+            p = {name: (np.percentile(v, 50), np.percentile(v, 99)) for name, v in samples.items()}
+            ratio = p["on"][0] / p["off"][0]
+            print(f"  {label}: shadowing off p50 {p['off'][0]:.2f} ms (p99 {p['off'][1]:.2f}), "
+                  f"on p50 {p['on'][0]:.2f} ms (p99 {p['on'][1]:.2f}); "
+                  f"ratio {ratio:.3f} (target <= 1.10: {'PASS' if ratio <= 1.10 else 'MISS'})")
+    compared = await store.comparisons()
+    await store.close()
+    print(f"  shadow comparisons recorded: {len(compared)}, mismatches: {sum(not c.match for c in compared)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(serve() if sys.argv[1:] == ["serve"] else main())

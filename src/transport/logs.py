@@ -1,0 +1,95 @@
+"""Logging, set up once for the process: JSON lines when stderr is not a terminal (collectors parse them), readable
+text when it is. Every record carries the request id and trace id of the call it was logged in, and the two server
+wrappers write one `fxplat.calls` line per served call through `call`."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import IO
+
+import orjson
+
+from transport import context, tracing
+
+FORMAT_ENV = "FXPLAT_LOG_FORMAT"
+FORMATS = ("auto", "json", "console")
+CALLS = logging.getLogger("fxplat.calls")
+
+# Attributes every LogRecord has; anything else on a record came through `extra=` and goes into the JSON line.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+
+
+def call(service: str, method: str, transport: str, code: str, seconds: float, request_id: str, trace_id: str) -> None:
+    """The one log line of a served call."""
+    if CALLS.isEnabledFor(logging.INFO):
+        ms = round(seconds * 1000, 3)
+        CALLS.info("%s %s/%s %s %.1f ms", transport, service, method, code, ms, extra={
+            "service": service, "method": method, "transport": transport, "code": code, "duration_ms": ms,
+            "request_id": request_id, "trace_id": trace_id})
+
+
+class _CallIds(logging.Filter):
+    """Stamps a record logged during a call with the call's request id and trace id (unless it names its own)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id") and (rid := context.request_id.get()):
+            record.request_id = rid
+        if not hasattr(record, "trace_id") and (tid := tracing.trace_id()):
+            record.trace_id = tid
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, the record's extra fields and, on errors, the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+                "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        line.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Human-readable: time, level, logger, message, then the call's ids when there is a call."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        ids = " ".join(f"{k}={v}" for k in ("request_id", "trace_id") if (v := getattr(record, k, "")))
+        if not ids:
+            return text
+        head, _, tail = text.partition("\n")  # ids on the message line, before any traceback
+        return f"{head}  [{ids}]" + (f"\n{tail}" if tail else "")
+
+
+def resolve(fmt: str, stream: IO[str] | None = None) -> str:
+    """'auto' -> 'console' on a terminal, else 'json'."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt != "auto":
+        return fmt
+    stream = stream or sys.stderr
+    return "console" if hasattr(stream, "isatty") and stream.isatty() else "json"
+
+
+def handler(fmt: str = "auto", stream: IO[str] | None = None) -> logging.Handler:
+    """A stream handler (stderr by default) writing `fmt`, with the call ids stamped on."""
+    out = logging.StreamHandler(stream or sys.stderr)
+    out.addFilter(_CallIds())
+    out.setFormatter(JsonFormatter() if resolve(fmt, stream) == "json" else ConsoleFormatter())
+    return out
+
+
+def setup(fmt: str = "auto", *, verbose: bool = False) -> None:
+    """Send every logger (uvicorn's and grpc's included) through one handler on stderr."""
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler(fmt))
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per call between services is noise
