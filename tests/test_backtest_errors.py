@@ -9,7 +9,7 @@ import pytest
 import test_backtest_parity
 
 from services.backtesting.models import BacktestRequest, ListBacktestsQuery
-from services.backtesting.store import IDEMPOTENCY_KEY_REUSED
+from services.common.storage import IDEMPOTENCY_KEY_REUSED
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.market_types import TimeRange
 

@@ -11,8 +11,8 @@ import pytest
 
 from services.backtesting.domain import BacktestingDomain
 from services.backtesting.models import Backtesting, BacktestRequest, ListBacktestsQuery, Side
-from services.backtesting.store import IDEMPOTENCY_KEY_REUSED, BacktestStore
-from services.common.storage import async_url
+from services.backtesting.store import BacktestStore
+from services.common.storage import IDEMPOTENCY_KEY_REUSED, async_url
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.market_types import CandleSeries, TimeRange, Timeframe
 from services.market_analysis.models import CandlePage, CandlesQuery, MarketAnalysis, SymbolInfo

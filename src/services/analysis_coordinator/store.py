@@ -11,27 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, and_, insert, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column, Index, Integer, LargeBinary, MetaData, String, Table, and_, or_, select
 
 from services.analysis_coordinator import grpc as codec
 from services.analysis_coordinator.models import (
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Analysis, AnalysisPage, AnalysisSummary, ListAnalysesQuery,
 )
 from services.common import storage
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound
 from services.common.market_types import Timeframe
-from services.common.storage import Database, UtcDateTime, decode_page_token, encode_page_token
+from services.common.storage import Database, UtcDateTime, decode_page_token, encode_page_token, keyed_columns
 
-IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 
 metadata = MetaData()
 analyses = Table(
     "analyses", metadata,
     Column("id", String(32), primary_key=True),
     Column("created_at", UtcDateTime, nullable=False),
-    Column("idempotency_key", String(255), unique=True),  # NULL when the run had no key
-    Column("request_fingerprint", String(64)),
+    *keyed_columns(),
     Column("symbols", String(200), nullable=False),  # ",EURUSD,GBPUSD," so LIKE '%,EURUSD,%' finds a symbol
     Column("timeframe", String(8), nullable=False),
     Column("strategy", String(32), nullable=False),
@@ -58,32 +55,19 @@ class AnalysisStore:
 
     async def find_by_idempotency_key(self, key: str, fingerprint: str) -> Analysis | None:
         """The analysis stored under `key`, or None; FailedPrecondition if the key came with another request."""
-        async with (await self._db.ready()).connect() as conn:
-            row = (await conn.execute(select(analyses).where(analyses.c.idempotency_key == key))).one_or_none()
-        if row is None:
-            return None
-        if row.request_fingerprint != fingerprint:
-            raise FailedPrecondition(f"idempotency key {key!r} was already used with a different request",
-                                     reason=IDEMPOTENCY_KEY_REUSED)
-        return codec.analysis_from_bytes(row.report)
+        row = await self._db.find_keyed(analyses, key, fingerprint)
+        return None if row is None else codec.analysis_from_bytes(row.report)
 
     async def insert(self, analysis: Analysis, idempotency_key: str = "", fingerprint: str = "") -> Analysis:
+        """Store `analysis` and return it, or the one a concurrent run stored first under the same key."""
         r = analysis.request
         values = {
-            "id": analysis.id, "created_at": analysis.created_at, "idempotency_key": idempotency_key or None,
-            "request_fingerprint": fingerprint, "symbols": "," + ",".join(r.symbols) + ",",
+            "id": analysis.id, "created_at": analysis.created_at, "symbols": "," + ",".join(r.symbols) + ",",
             "timeframe": r.timeframe.value, "strategy": r.strategy, "failed_calls": analysis.failed_calls,
             "report": codec.analysis_to_bytes(analysis),
         }
-        try:
-            async with (await self._db.ready()).begin() as conn:
-                await conn.execute(insert(analyses).values(values))
-        except IntegrityError:
-            winner = await self.find_by_idempotency_key(idempotency_key, fingerprint) if idempotency_key else None
-            if winner is None:
-                raise
-            return winner
-        return analysis
+        winner = await self._db.insert_keyed(analyses, values, idempotency_key, fingerprint)
+        return analysis if winner is None else codec.analysis_from_bytes(winner.report)
 
     async def get(self, analysis_id: str) -> Analysis:
         async with (await self._db.ready()).connect() as conn:

@@ -13,20 +13,18 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
-    JSON, Column, Double, Index, Integer, LargeBinary, MetaData, String, Table, and_, delete, insert, or_, select,
+    JSON, Column, Double, Index, Integer, LargeBinary, MetaData, String, Table, and_, delete, or_, select,
 )
-from sqlalchemy.exc import IntegrityError
 
 from services.backtesting.models import (
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Backtest, BacktestMetrics, BacktestPage, BacktestSummary, EquityCurve,
     ListBacktestsQuery, Side, Trade,
 )
 from services.common import storage
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound
 from services.common.market_types import TimeRange, Timeframe, from_unix, to_unix
-from services.common.storage import Database, UtcDateTime, decode_page_token, encode_page_token
+from services.common.storage import Database, UtcDateTime, decode_page_token, encode_page_token, keyed_columns
 
-IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 
 
@@ -35,8 +33,7 @@ backtests = Table(
     "backtests", metadata,
     Column("id", String(32), primary_key=True),
     Column("created_at", UtcDateTime, nullable=False),
-    Column("idempotency_key", String(255), unique=True),  # NULL when the run had no key
-    Column("request_fingerprint", String(64)),  # sha256 of the normalised request, to detect a reused key
+    *keyed_columns(),
     Column("symbol", String(32), nullable=False),
     Column("strategy", String(32), nullable=False),
     Column("params", JSON, nullable=False),
@@ -77,28 +74,14 @@ class BacktestStore:
 
     async def find_by_idempotency_key(self, key: str, fingerprint: str) -> Backtest | None:
         """The backtest stored under `key`, or None; FailedPrecondition if the key came with a different request."""
-        async with (await self._db.ready()).connect() as conn:
-            row = (await conn.execute(select(backtests).where(backtests.c.idempotency_key == key))).one_or_none()
-        if row is None:
-            return None
-        if row.request_fingerprint != fingerprint:
-            raise FailedPrecondition(
-                f"idempotency key {key!r} was already used with a different request", reason=IDEMPOTENCY_KEY_REUSED)
-        return _backtest(row)
+        row = await self._db.find_keyed(backtests, key, fingerprint)
+        return None if row is None else _backtest(row)
 
     async def insert(self, backtest: Backtest, idempotency_key: str = "", fingerprint: str = "") -> Backtest:
         """Store `backtest` and return it. If a concurrent insert took `idempotency_key` first, store nothing and
         return that one instead (FailedPrecondition if its request differs)."""
-        values = _row(backtest) | {"idempotency_key": idempotency_key or None, "request_fingerprint": fingerprint}
-        try:
-            async with (await self._db.ready()).begin() as conn:
-                await conn.execute(insert(backtests).values(values))
-        except IntegrityError:
-            winner = await self.find_by_idempotency_key(idempotency_key, fingerprint) if idempotency_key else None
-            if winner is None:
-                raise
-            return winner
-        return backtest
+        winner = await self._db.insert_keyed(backtests, _row(backtest), idempotency_key, fingerprint)
+        return backtest if winner is None else _backtest(winner)
 
     async def get(self, backtest_id: str) -> Backtest:
         async with (await self._db.ready()).connect() as conn:

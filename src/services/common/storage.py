@@ -11,13 +11,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator, text
+from sqlalchemy import Column, DateTime, MetaData, Row, String, Table, TypeDecorator, insert, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.market_types import utc
 
+IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 
 
@@ -76,6 +78,38 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    # Idempotency keys: a table with the `keyed_columns()` stores each key once. Concurrent writes with one key race
+    # on the UNIQUE insert; the loser stores nothing and gets the winner's row.
+
+    async def find_keyed(self, table: Table, key: str, fingerprint: str) -> Row | None:
+        """The row stored under idempotency `key`, or None; FailedPrecondition if the key came with another request
+        (`fingerprint` differs)."""
+        async with (await self.ready()).connect() as conn:
+            row = (await conn.execute(select(table).where(table.c.idempotency_key == key))).one_or_none()
+        if row is not None and row.request_fingerprint != fingerprint:
+            raise FailedPrecondition(f"idempotency key {key!r} was already used with a different request",
+                                     reason=IDEMPOTENCY_KEY_REUSED)
+        return row
+
+    async def insert_keyed(self, table: Table, values: dict[str, Any], key: str, fingerprint: str) -> Row | None:
+        """Insert `values` under `key` (none if empty); None when stored, else the row that took the key first."""
+        try:
+            async with (await self.ready()).begin() as conn:
+                await conn.execute(insert(table).values(
+                    values | {"idempotency_key": key or None, "request_fingerprint": fingerprint}))
+        except IntegrityError:
+            winner = await self.find_keyed(table, key, fingerprint) if key else None
+            if winner is None:
+                raise
+            return winner
+        return None
+
+
+def keyed_columns() -> list[Column]:
+    """The columns `Database.find_keyed` / `insert_keyed` need."""
+    return [Column("idempotency_key", String(255), unique=True),  # NULL when the write had no key
+            Column("request_fingerprint", String(64))]  # sha256 of the normalised request, to detect a reused key
 
 
 def encode_page_token(created_at: datetime, last_id: str) -> str:
