@@ -120,6 +120,10 @@ as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 start \
   >/dev/null || die "PostgreSQL did not start (log: $WORK/postgres.log)"
 PG_STARTED=1
 as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres unleash || die "createdb unleash failed"
+# The same cluster also holds fxplat's own tables: backtests and analyses on PostgreSQL (DATABASE_URL), with asyncpg.
+as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres fxplat || die "createdb fxplat failed"
+"$PYTHON" -m pip install -q -e ".[postgres]" || die "pip install of the postgres extra (asyncpg) failed"
+export FXPLAT_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$PG_PORT/fxplat"
 say "PostgreSQL on 127.0.0.1:$PG_PORT ($(elapsed))"
 
 UNLEASH_PORT=$(free_port)

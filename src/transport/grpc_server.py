@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import DomainError
-from transport import context, errors, logs, tracing
+from transport import context, drain, errors, logs, tracing
 from transport.auth import TokenVerifier
 from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
@@ -51,19 +51,22 @@ def service_label(full_name: str) -> str:
     return full_name.split(".")[1]
 
 
-def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None):
+def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: drain.Gate):
     requests = {code: SERVER_REQUESTS.labels(service, method.name, "grpc", code)
                 for code in ("OK", "CANCELLED", *errors.TABLE)}
     latency = SERVER_LATENCY.labels(service, method.name, "grpc")
     in_flight = SERVER_IN_FLIGHT.labels(service, "grpc")
 
     async def handler(request, ctx: grpc.aio.ServicerContext):
+        if not gate.open:  # the service is stopping: calls in flight finish, new ones go elsewhere
+            await ctx.abort_with_status(errors.to_grpc_status(drain.shutting_down()))
         md = dict(ctx.invocation_metadata() or ())
         rid = md.get("x-request-id") or errors.new_request_id()
         rid_token = context.request_id.set(rid)
         span = tracing.start_server(service, method.name, "grpc", md)
         start = time.perf_counter()
         in_flight.inc()
+        gate.in_flight += 1
         code = "OK"
         try:
             with context.budget(context.tighter(ctx.time_remaining(),
@@ -84,6 +87,7 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None):
         finally:
             elapsed = time.perf_counter() - start
             in_flight.dec()
+            gate.in_flight -= 1
             requests[code].inc()
             latency.observe(elapsed)
             logs.call(service, method.name, "grpc", code, elapsed, rid, tracing.trace_id(span))
@@ -95,13 +99,28 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None):
     )
 
 
+class ServiceHandler(grpc.ServiceRpcHandler):
+    """One service's RPC table, and the gate its host closes when it stops (see transport.drain)."""
+
+    def __init__(self, full_name: str, handlers: dict[str, grpc.RpcMethodHandler], gate: drain.Gate) -> None:
+        self._name = full_name
+        self._handlers = {f"/{full_name}/{name}": handler for name, handler in handlers.items()}
+        self.gate = gate
+
+    def service_name(self) -> str:
+        return self._name
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(handler_call_details.method)
+
+
 def service_handler(full_name: str, methods: Sequence[GrpcMethod],
-                    auth: TokenVerifier | None = None) -> grpc.GenericRpcHandler:
+                    auth: TokenVerifier | None = None) -> ServiceHandler:
     """`auth` checks every call's token against its method's scope (None: no checks)."""
     if auth is not None and (unscoped := [m.name for m in methods if not m.scope]):
         raise RuntimeError(f"{full_name}: methods without a scope: {', '.join(unscoped)}")
-    service = service_label(full_name)
-    return grpc.method_handlers_generic_handler(full_name, {m.name: _wrap(service, m, auth) for m in methods})
+    service, gate = service_label(full_name), drain.Gate()
+    return ServiceHandler(full_name, {m.name: _wrap(service, m, auth, gate) for m in methods}, gate)
 
 
 async def create_server(

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from services.common import errors as E
-from transport import errors
+from transport import drain, errors
 
 PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CHECK_TIMEOUT_S = 2.0  # a probe must answer even when a dependency hangs
@@ -64,8 +64,7 @@ def refusing(scope: dict) -> bool:
 
 
 async def refuse(scope: dict, receive, send) -> None:
-    err = E.Unavailable("the service is shutting down", reason="SHUTTING_DOWN")
-    await Response(orjson.dumps(errors.to_problem(err)), status_code=503, media_type=errors.PROBLEM_CONTENT_TYPE,
+    await Response(orjson.dumps(errors.to_problem(drain.shutting_down())), status_code=503, media_type=errors.PROBLEM_CONTENT_TYPE,
                    headers={"connection": "close"})(scope, receive, send)
 
 

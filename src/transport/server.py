@@ -61,7 +61,7 @@ class ServiceHost:
     name: str
     host: str
     app: FastAPI
-    grpc_handler: grpc.GenericRpcHandler | None
+    grpc_handler: grpc_server.ServiceHandler | None
     service_full_name: str
     impl: object = None  # the domain it serves, for in-process callers (tests)
     rest_port: int = 0
@@ -103,6 +103,7 @@ class ServiceHost:
         return self
 
     async def start_grpc(self) -> None:
+        self.grpc_handler.gate.open = True  # again, after a graceful stop_grpc
         self._grpc, self.grpc_port, self._health = await grpc_server.create_server(
             self.host, self.grpc_port, {self.service_full_name: self.grpc_handler},
             self.tls.grpc_credentials() if self.tls else None)
@@ -113,6 +114,8 @@ class ServiceHost:
             return
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if grace:  # refuse new calls and let those in flight finish before grpc.aio may cut them off
+            grace = await self.grpc_handler.gate.close(grace)
         await self._grpc.stop(grace)
         self._grpc = None
 

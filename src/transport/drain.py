@@ -1,0 +1,40 @@
+"""Stopping a gRPC service without losing answers.
+
+grpc.aio's `server.stop(grace)` destroys the server the moment its last call in flight completes, and a response still
+being written then is lost: the caller sees its connection reset ('Stream removed') although the handler succeeded
+(seen here about once in 40 stops under load). So a stopping host first closes the service's gate (the handler wrapper
+answers new calls UNAVAILABLE), waits for the calls in flight, gives their responses a moment to leave, and only then
+stops the server.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from services.common import errors as E
+
+SETTLE_S = 0.1  # for the last responses to be written before the server is destroyed
+_POLL_S = 0.01
+
+
+def shutting_down() -> E.Unavailable:
+    """The answer to a call that arrives while its service stops, on either transport."""
+    return E.Unavailable("the service is shutting down", reason="SHUTTING_DOWN")
+
+
+class Gate:
+    """One gRPC service's calls in flight, and whether it still takes new ones."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.in_flight = 0
+
+    async def close(self, grace: float) -> float:
+        """Refuse new calls; wait up to `grace` seconds for the calls in flight and their responses. Returns the grace
+        left, for the server's own stop."""
+        self.open = False
+        deadline = time.monotonic() + grace
+        while self.in_flight and time.monotonic() < deadline:  # bounded by the grace period
+            await asyncio.sleep(_POLL_S)
+        await asyncio.sleep(max(0.0, min(SETTLE_S, deadline - time.monotonic())))
+        return max(0.0, deadline - time.monotonic())
