@@ -9,7 +9,9 @@ stops the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from services.common import errors as E
 
@@ -29,12 +31,16 @@ class Gate:
         self.open = True
         self.in_flight = 0
 
-    async def close(self, grace: float) -> float:
-        """Refuse new calls; wait up to `grace` seconds for the calls in flight and their responses. Returns the grace
-        left, for the server's own stop."""
+    @contextlib.asynccontextmanager
+    async def closed(self, grace: float) -> AsyncIterator[float]:
+        """Refuse new calls; wait up to `grace` seconds for the calls in flight and their responses; yield the grace
+        left, for the server's own stop. Open again afterwards, for a server started anew."""
         self.open = False
-        deadline = time.monotonic() + grace
-        while self.in_flight and time.monotonic() < deadline:  # bounded by the grace period
-            await asyncio.sleep(_POLL_S)
-        await asyncio.sleep(max(0.0, min(SETTLE_S, deadline - time.monotonic())))
-        return max(0.0, deadline - time.monotonic())
+        try:
+            deadline = time.monotonic() + grace
+            while self.in_flight and time.monotonic() < deadline:  # bounded by the grace period
+                await asyncio.sleep(_POLL_S)
+            await asyncio.sleep(max(0.0, min(SETTLE_S, deadline - time.monotonic())))
+            yield max(0.0, deadline - time.monotonic())
+        finally:
+            self.open = True

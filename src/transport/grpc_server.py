@@ -80,7 +80,13 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: dr
                 except Exception as exc:  # never a traceback to the caller
                     failure = errors.internal_error(exc, rid)
             code = failure.code
-            await ctx.abort_with_status(errors.to_grpc_status(failure))
+            # Set, not abort: the status leaves after `finally` has counted and logged the call, so a caller that
+            # reads the metrics right after its error sees it counted.
+            status = errors.to_grpc_status(failure)
+            ctx.set_code(status.code)
+            ctx.set_details(status.details)
+            ctx.set_trailing_metadata(status.trailing_metadata)
+            return None
         except asyncio.CancelledError:
             code = "CANCELLED"  # the caller gave up (cancelled, or its deadline passed): not a success
             raise

@@ -64,8 +64,8 @@ def refusing(scope: dict) -> bool:
 
 
 async def refuse(scope: dict, receive, send) -> None:
-    await Response(orjson.dumps(errors.to_problem(drain.shutting_down())), status_code=503, media_type=errors.PROBLEM_CONTENT_TYPE,
-                   headers={"connection": "close"})(scope, receive, send)
+    await Response(orjson.dumps(errors.to_problem(drain.shutting_down())), status_code=503,
+                   media_type=errors.PROBLEM_CONTENT_TYPE, headers={"connection": "close"})(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

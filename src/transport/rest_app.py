@@ -99,13 +99,32 @@ class _CallContext:
         span = tracing.start_server(self.service, "", "rest", headers,  # named once the route is known
                                     {"http.request.method": scope["method"], "url.path": scope["path"]})
         status = 500
-        started = False
+        started = finished = False
         start = time.perf_counter()
+
+        def finish() -> None:
+            """Count, log and end the span of the call, once: before its last byte leaves, so a caller that reads the
+            metrics right after the answer sees the call counted."""
+            nonlocal finished
+            if finished:
+                return
+            finished = True
+            elapsed = time.perf_counter() - start
+            self.in_flight.dec()
+            route = scope.get("route")
+            method, code = getattr(route, "name", "") or scope["path"], _code_of(status)
+            if route is not None:  # unrouted paths (404s) are not RPCs: a path label would grow without bound
+                SERVER_REQUESTS.labels(self.service, method, "rest", code).inc()
+                SERVER_LATENCY.labels(self.service, method, "rest").observe(elapsed)
+            logs.call(self.service, method, "rest", code, elapsed, rid, tracing.trace_id(span))
+            tracing.end_server(span, code, method=method, http_status=status)
 
         async def send_recording_status(message):
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                finish()
             await send(message)
 
         self.in_flight.inc()
@@ -124,16 +143,8 @@ class _CallContext:
                 err = errors.internal_error(exc, rid)
             await problem_response(err)(scope, receive, send_recording_status)
         finally:
-            elapsed = time.perf_counter() - start
-            self.in_flight.dec()
+            finish()
             context.request_id.reset(token)
-            route = scope.get("route")
-            method, code = getattr(route, "name", "") or scope["path"], _code_of(status)
-            if route is not None:  # unrouted paths (404s) are not RPCs: a path label would grow without bound
-                SERVER_REQUESTS.labels(self.service, method, "rest", code).inc()
-                SERVER_LATENCY.labels(self.service, method, "rest").observe(elapsed)
-            logs.call(self.service, method, "rest", code, elapsed, rid, tracing.trace_id(span))
-            tracing.end_server(span, code, method=method, http_status=status)
 
 
 def create_app(service: str, title: str, description: str, version: str = "1.0.0") -> FastAPI:

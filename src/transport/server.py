@@ -103,7 +103,6 @@ class ServiceHost:
         return self
 
     async def start_grpc(self) -> None:
-        self.grpc_handler.gate.open = True  # again, after a graceful stop_grpc
         self._grpc, self.grpc_port, self._health = await grpc_server.create_server(
             self.host, self.grpc_port, {self.service_full_name: self.grpc_handler},
             self.tls.grpc_credentials() if self.tls else None)
@@ -115,8 +114,10 @@ class ServiceHost:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if grace:  # refuse new calls and let those in flight finish before grpc.aio may cut them off
-            grace = await self.grpc_handler.gate.close(grace)
-        await self._grpc.stop(grace)
+            async with self.grpc_handler.gate.closed(grace) as left:
+                await self._grpc.stop(left)
+        else:
+            await self._grpc.stop(grace)
         self._grpc = None
 
     async def begin_shutdown(self) -> None:
