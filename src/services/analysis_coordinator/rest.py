@@ -17,7 +17,6 @@ from services.analysis_coordinator.models import (
 )
 from services.backtesting import rest as backtesting_json
 from services.causal_analysis import rest as causal_json
-from services.common.errors import NotFound
 from services.common.market_types import TimeRange, Timeframe
 from services.market_analysis import rest as market_json
 from transport import rest_client
@@ -184,8 +183,7 @@ class AnalysisCoordinatorRestClient:
         return analysis_from_json(resp["analysis"])
 
     async def get_analysis(self, analysis_id: str) -> Analysis:
-        if not analysis_id:  # no URL names it ('/v1/analyses/' is no route): answer as the service does
-            raise NotFound(f"no analysis with id {analysis_id!r}", field="id")
+        # Quoted whole: the route's {id:path} takes any id, '' and '/' included, to the service's own NOT_FOUND.
         resp = await rest_client.call(self._http, "GET", f"/v1/analyses/{quote(analysis_id, safe='')}",
                                       headers=self._headers)
         return analysis_from_json(resp["analysis"])

@@ -31,7 +31,6 @@ from services.backtesting.models import (
     Side,
     Trade,
 )
-from services.common.errors import NotFound
 from services.common.market_types import TimeRange, Timeframe
 from transport import rest_client
 from transport.rest_app import PROBLEM_RESPONSES, JSONBytes, iso_time, iso_times, parse_time, unix_times
@@ -245,6 +244,5 @@ class BacktestingRestClient:
 
 
 def _path(backtest_id: str) -> str:
-    if not backtest_id:  # no URL names it ('/v1/backtests/' is no route): answer as the service does
-        raise NotFound(f"no backtest with id {backtest_id!r}", field="id")
+    # Quoted whole: the route's {id:path} takes any id, '' and '/' included, to the service's own NOT_FOUND.
     return f"/v1/backtests/{quote(backtest_id, safe='')}"
