@@ -20,15 +20,12 @@ from adapters.canary import CanaryStore, database_url
 from adapters.connect import connect
 from adapters.flags import Flags
 from adapters.shadow import Shadower
-from fxplat.catalog import CATALOG
+from fxplat.catalog import skins_host
 from fxplat.config import Endpoint
 from services.common.market_types import TimeRange, Timeframe
 from services.market_analysis.domain import MarketAnalysisDomain
 from services.market_analysis.models import CandlesQuery
 from transport.client_factory import ClientFactory
-from transport.grpc_server import service_handler
-from transport.rest_app import create_app
-from transport.server import ServiceHost
 
 CALLS = 400
 SHADOW_PERCENT = int(sys.argv[1]) if sys.argv[1:2] and sys.argv[1].isdigit() else 100
@@ -58,12 +55,7 @@ async def serve() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         domain = MarketAnalysisDomain(Path(tmp))
         await domain.warm()
-        entry = CATALOG["market_analysis"]
-        app = create_app("market_analysis", entry.title, entry.description)
-        app.include_router(entry.rest_router(SlowRest(domain)))
-        host = await ServiceHost("market_analysis", "127.0.0.1", app,
-                                 service_handler(entry.grpc_service, entry.grpc_methods(domain)),
-                                 entry.grpc_service).start()
+        host = await skins_host("market_analysis", SlowRest(domain), grpc_impl=domain).start()
         print(host.rest_url, host.grpc_target, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await host.stop(grace=0)

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.connect import connect
 from adapters.flags import Flags
-from fxplat.catalog import CATALOG, build_host
+from fxplat.catalog import CATALOG, build_host, skins_host
 from fxplat.config import Endpoint
 from services.analysis_coordinator.grpc import AnalysisCoordinatorGrpcClient
 from services.analysis_coordinator.models import AnalysisRequest, ListAnalysesQuery
@@ -19,8 +19,6 @@ from services.backtesting.domain import BacktestingDomain
 from services.common.errors import DeadlineExceeded
 from services.common.market_types import TimeRange, Timeframe
 from transport import context
-from transport.grpc_server import service_handler
-from transport.rest_app import create_app
 from transport.server import ServiceHost
 
 BUDGET_S = 20.0
@@ -45,12 +43,7 @@ class Recording:
 
 
 async def serve(name: str, impl) -> ServiceHost:
-    entry = CATALOG[name]
-    app = create_app(name, entry.title, entry.description)
-    app.include_router(entry.rest_router(impl))
-    host = ServiceHost(name, "127.0.0.1", app, service_handler(entry.grpc_service, entry.grpc_methods(impl)),
-                       entry.grpc_service, impl)
-    return await host.start()
+    return await skins_host(name, impl).start()
 
 
 @pytest.fixture(params=["grpc", "rest"])

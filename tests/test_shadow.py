@@ -18,14 +18,11 @@ from adapters.connect import connect
 from adapters.core import last_call
 from adapters.flags import Flags
 from adapters.shadow import Shadower
-from fxplat.catalog import CATALOG
+from fxplat.catalog import skins_host
 from fxplat.config import Endpoint
 from services.backtesting.models import BacktestRequest
 from services.common.market_types import TimeRange, Timeframe
 from services.market_analysis.models import CandlesQuery, SummaryQuery
-from transport.grpc_server import service_handler
-from transport.rest_app import create_app
-from transport.server import ServiceHost
 
 FXPLAT = str(Path(sys.executable).with_name("fxplat"))
 MARCH = TimeRange(datetime(2025, 3, 3, tzinfo=timezone.utc), datetime(2025, 4, 1, tzinfo=timezone.utc))
@@ -63,13 +60,7 @@ async def canary(tmp_path):
 async def test_a_slightly_different_grpc_answer_is_caught_with_its_field_path(market_host, factory, shadow_flags,
                                                                                canary, tmp_path):
     store, shadower = canary
-    entry = CATALOG["market_analysis"]
-    app = create_app("market_analysis", entry.title, entry.description)
-    app.include_router(entry.rest_router(market_host.impl))
-    host = ServiceHost("market_analysis", "127.0.0.1", app,
-                       service_handler(entry.grpc_service, entry.grpc_methods(Skewed(market_host.impl))),
-                       entry.grpc_service)
-    await host.start()
+    host = await skins_host("market_analysis", market_host.impl, grpc_impl=Skewed(market_host.impl)).start()
     try:
         adapter = connect("market_analysis", Endpoint(host.rest_url, host.grpc_target), factory=factory,
                           flags=shadow_flags, shadower=shadower)
@@ -149,12 +140,7 @@ async def test_the_caller_does_not_wait_for_the_shadow(market_host, factory, sha
             await release.wait()
             return await self._impl.list_symbols()
 
-    entry = CATALOG["market_analysis"]
-    app = create_app("market_analysis", entry.title, entry.description)
-    app.include_router(entry.rest_router(Slow(market_host.impl)))
-    host = ServiceHost("market_analysis", "127.0.0.1", app,
-                       service_handler(entry.grpc_service, entry.grpc_methods(market_host.impl)), entry.grpc_service)
-    await host.start()
+    host = await skins_host("market_analysis", Slow(market_host.impl), grpc_impl=market_host.impl).start()
     try:
         adapter = connect("market_analysis", Endpoint(host.rest_url, host.grpc_target), factory=factory,
                           flags=shadow_flags, shadower=shadower)

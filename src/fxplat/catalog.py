@@ -157,3 +157,13 @@ async def build_host(name: str, ctx: BuildContext, host: str, rest_port: int, gr
     if closer:
         svc.closers.append(closer)
     return svc
+
+
+def skins_host(name: str, rest_impl: Any, grpc_impl: Any = None, host: str = "127.0.0.1") -> ServiceHost:
+    """A host serving given implementations of a service's interface (the gRPC skin over `grpc_impl`, default the
+    REST one), without auth: for tests and benchmarks that wrap a domain, e.g. to slow or skew one transport."""
+    entry = CATALOG[name]
+    app = create_app(name, entry.title, entry.description)
+    app.include_router(entry.rest_router(rest_impl))
+    handler = service_handler(entry.grpc_service, entry.grpc_methods(rest_impl if grpc_impl is None else grpc_impl))
+    return ServiceHost(name, host, app, handler, entry.grpc_service, rest_impl)
