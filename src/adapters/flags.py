@@ -140,6 +140,11 @@ class Flags:
     def snapshot(self) -> FlagsSnapshot:
         return self._snapshot
 
+    @property
+    def from_server(self) -> bool:
+        """True when an Unleash server is the source (the file only bootstraps until its first answer)."""
+        return self._server_url is not None
+
     # --- following the source ---
 
     def start(self) -> None:

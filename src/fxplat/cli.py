@@ -74,7 +74,7 @@ def _flags(path: Optional[Path]):
         evaluator = Flags(path)
     except FlagsError as exc:
         _fail(str(exc))
-    if os.environ.get("UNLEASH_URL"):
+    if evaluator.from_server:
         evaluator.start()  # decide from the server's flags (its first fetch), not from the bootstrap file
     return evaluator
 
