@@ -9,15 +9,10 @@ import secrets
 
 import pytest
 
+from adapters.connect import KITS
 from adapters.flags import Flags
 from fxplat.catalog import BuildContext, build_host, scopes
 from fxplat.config import Endpoint
-from services.backtesting.grpc import BacktestingGrpcClient
-from services.backtesting.rest import BacktestingRestClient
-from services.causal_analysis.grpc import CausalAnalysisGrpcClient
-from services.causal_analysis.rest import CausalAnalysisRestClient
-from services.market_analysis.grpc import MarketAnalysisGrpcClient
-from services.market_analysis.rest import MarketAnalysisRestClient
 from transport.auth import AuthConfig, MintedTokens
 from transport.client_factory import ClientFactory
 
@@ -105,31 +100,29 @@ async def coordinator_host(platform_ctx, market_host, causal_host, backtesting_h
     await svc.stop(grace=0)
 
 
+def implementations(host, factory) -> dict:
+    """Every implementation of a service's interface, against one running service: its domain, and its gRPC and REST
+    clients (made as the adapters make them)."""
+    kit = KITS[host.name]
+    return {"domain": host.impl, "grpc": kit.grpc_client(factory.channel(host.grpc_target)),
+            "rest": kit.rest_client(factory.http(host.rest_url))}
+
+
 @pytest.fixture(scope="session")
 def market_clients(market_host, factory):
-    """Every implementation of the MarketAnalysis interface, against one running service."""
-    return {
-        "domain": market_host.impl,
-        "grpc": MarketAnalysisGrpcClient(factory.channel(market_host.grpc_target)),
-        "rest": MarketAnalysisRestClient(factory.http(market_host.rest_url)),
-    }
+    return implementations(market_host, factory)
 
 
 @pytest.fixture(scope="session")
 def causal_clients(causal_host, factory):
-    """Every implementation of the CausalAnalysis interface, against one running service."""
-    return {
-        "domain": causal_host.impl,
-        "grpc": CausalAnalysisGrpcClient(factory.channel(causal_host.grpc_target)),
-        "rest": CausalAnalysisRestClient(factory.http(causal_host.rest_url)),
-    }
+    return implementations(causal_host, factory)
 
 
 @pytest.fixture(scope="session")
 def backtesting_clients(backtesting_host, factory):
-    """Every implementation of the Backtesting interface, against one running service."""
-    return {
-        "domain": backtesting_host.impl,
-        "grpc": BacktestingGrpcClient(factory.channel(backtesting_host.grpc_target)),
-        "rest": BacktestingRestClient(factory.http(backtesting_host.rest_url)),
-    }
+    return implementations(backtesting_host, factory)
+
+
+@pytest.fixture(scope="session")
+def coordinator_clients(coordinator_host, factory):
+    return implementations(coordinator_host, factory)

@@ -24,15 +24,6 @@ MARCH = TimeRange(datetime(2025, 3, 3, tzinfo=timezone.utc), datetime(2025, 4, 1
 REQUEST = AnalysisRequest(("EURUSD", "GBPUSD", "USDJPY"), Timeframe.H1, MARCH, "sma_cross", {"fast": 5, "slow": 15})
 
 
-@pytest.fixture(scope="module")
-def clients(coordinator_host, factory):
-    return {
-        "domain": coordinator_host.impl,
-        "grpc": AnalysisCoordinatorGrpcClient(factory.channel(coordinator_host.grpc_target)),
-        "rest": AnalysisCoordinatorRestClient(factory.http(coordinator_host.rest_url)),
-    }
-
-
 def comparable(a: Analysis) -> Analysis:
     """The report without what legitimately differs between two runs: ids, times, latencies, transports."""
     backtests = tuple(dataclasses.replace(b, summary=dataclasses.replace(b.summary, id="", created_at=None))
@@ -43,8 +34,8 @@ def comparable(a: Analysis) -> Analysis:
 
 
 @pytest.fixture(scope="module")
-async def reports(clients):
-    return {wire: await clients[wire].run_analysis(REQUEST) for wire in WIRES}
+async def reports(coordinator_clients):
+    return {wire: await coordinator_clients[wire].run_analysis(REQUEST) for wire in WIRES}
 
 
 def test_report_is_complete(reports):
@@ -69,21 +60,21 @@ def test_run_analysis_same_report_on_every_transport(reports, wire):
 
 
 @pytest.mark.parametrize("wire", WIRES)
-async def test_get_analysis(clients, reports, wire):
+async def test_get_analysis(coordinator_clients, reports, wire):
     stored = reports["grpc"]
-    assert await clients[wire].get_analysis(stored.id) == stored
+    assert await coordinator_clients[wire].get_analysis(stored.id) == stored
 
 
 @pytest.mark.parametrize("wire", WIRES)
-async def test_list_analyses_pages_newest_first(clients, reports, wire):
+async def test_list_analyses_pages_newest_first(coordinator_clients, reports, wire):
     ids, token = [], ""
     for _ in range(50):  # bounded
-        page = await clients[wire].list_analyses(ListAnalysesQuery("USDJPY", page_size=2, page_token=token))
+        page = await coordinator_clients[wire].list_analyses(ListAnalysesQuery("USDJPY", page_size=2, page_token=token))
         ids += [s.id for s in page.analyses]
         token = page.next_page_token
         if not token:
             break
-    everything = await clients["domain"].list_analyses(ListAnalysesQuery("USDJPY", page_size=100))
+    everything = await coordinator_clients["domain"].list_analyses(ListAnalysesQuery("USDJPY", page_size=100))
     assert ids == [s.id for s in everything.analyses]
     assert {r.id for r in reports.values()} <= set(ids)
     summary = next(s for s in everything.analyses if s.id == reports["rest"].id)
@@ -104,57 +95,57 @@ BAD = [
 
 @pytest.mark.parametrize("wire", WIRES)
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
-async def test_bad_requests_fail_the_same_way_everywhere(clients, wire, case):
+async def test_bad_requests_fail_the_same_way_everywhere(coordinator_clients, wire, case):
     _, request, error_type, field = case
     with pytest.raises(error_type) as raised:
-        await clients[wire].run_analysis(request)
+        await coordinator_clients[wire].run_analysis(request)
     with pytest.raises(error_type) as from_domain:
-        await clients["domain"].run_analysis(request)
+        await coordinator_clients["domain"].run_analysis(request)
     assert raised.value.field == field
     assert raised.value == from_domain.value
 
 
 @pytest.mark.parametrize("wire", WIRES)
-async def test_unknown_id_and_bad_paging(clients, wire):
+async def test_unknown_id_and_bad_paging(coordinator_clients, wire):
     for unknown in ("f" * 32, "", "../v1/analyses"):
         with pytest.raises(NotFound) as raised:
-            await clients[wire].get_analysis(unknown)
+            await coordinator_clients[wire].get_analysis(unknown)
         assert raised.value == NotFound(f"no analysis with id {unknown!r}", field="id")
     with pytest.raises(InvalidArgument) as raised:
-        await clients[wire].list_analyses(ListAnalysesQuery(page_size=101))
+        await coordinator_clients[wire].list_analyses(ListAnalysesQuery(page_size=101))
     assert raised.value.field == "page_size"
     with pytest.raises(InvalidArgument) as raised:
-        await clients[wire].list_analyses(ListAnalysesQuery(page_token="garbage!"))
+        await coordinator_clients[wire].list_analyses(ListAnalysesQuery(page_token="garbage!"))
     assert raised.value.field == "page_token"
 
 
-async def test_a_failing_component_is_reported_and_the_rest_returned(clients):
+async def test_a_failing_component_is_reported_and_the_rest_returned(coordinator_clients):
     """Three days of H1 bars are enough for market summaries and causality, not for a 100-bar moving average."""
     short = TimeRange(datetime(2025, 3, 4, tzinfo=timezone.utc), datetime(2025, 3, 7, tzinfo=timezone.utc))
-    a = await clients["grpc"].run_analysis(AnalysisRequest(("EURUSD", "GBPUSD"), Timeframe.H1, short, "sma_cross",
+    a = await coordinator_clients["grpc"].run_analysis(AnalysisRequest(("EURUSD", "GBPUSD"), Timeframe.H1, short, "sma_cross",
                                                            {"fast": 10, "slow": 100}))
     failed = [c for c in a.calls if c.status is CallStatus.FAILED]
     assert [c.component for c in failed] == ["backtest:EURUSD", "backtest:GBPUSD"]
     assert all(c.error_code == "INVALID_ARGUMENT" and "needs at least 102" in c.error_message for c in failed)
     assert len(a.market) == 2 and a.granger is not None and a.correlations is not None and a.backtests == ()
     assert a.failed_calls == 2
-    assert (await clients["rest"].get_analysis(a.id)).failed_calls == 2
+    assert (await coordinator_clients["rest"].get_analysis(a.id)).failed_calls == 2
 
 
 @pytest.mark.parametrize("wire", ("grpc", "rest"))
-async def test_one_key_stores_one_analysis_and_one_backtest_per_symbol(clients, backtesting_host, wire):
+async def test_one_key_stores_one_analysis_and_one_backtest_per_symbol(coordinator_clients, backtesting_host, wire):
     key = f"coordinator-test-{wire}"
     request = dataclasses.replace(REQUEST, symbols=("AUDUSD",), idempotency_key=key)
-    first = await clients[wire].run_analysis(request)
+    first = await coordinator_clients[wire].run_analysis(request)
     stored_backtests = await backtesting_host.impl.list_backtests(ListBacktestsQuery(symbol="AUDUSD", page_size=100))
-    again = await clients["rest" if wire == "grpc" else "grpc"].run_analysis(request)
+    again = await coordinator_clients["rest" if wire == "grpc" else "grpc"].run_analysis(request)
     assert again == first  # the stored report, not a second run
-    page = await clients["domain"].list_analyses(ListAnalysesQuery("AUDUSD", page_size=100))
+    page = await coordinator_clients["domain"].list_analyses(ListAnalysesQuery("AUDUSD", page_size=100))
     assert sum(s.id == first.id for s in page.analyses) == 1
     after = await backtesting_host.impl.list_backtests(ListBacktestsQuery(symbol="AUDUSD", page_size=100))
     assert after == stored_backtests
     with pytest.raises(FailedPrecondition) as raised:  # the key, reused for another request
-        await clients[wire].run_analysis(dataclasses.replace(request, strategy="rsi_reversion", params={}))
+        await coordinator_clients[wire].run_analysis(dataclasses.replace(request, strategy="rsi_reversion", params={}))
     assert raised.value.reason == "IDEMPOTENCY_KEY_REUSED"
 
 
