@@ -3,11 +3,16 @@ gRPC) with shadowing off and at 100 %, measured interleaved in one run, calls pa
 process. The REST side (the shadow) answers 50 ms late.
 Target: the caller's p50 with shadowing within 10 % of without (the caller never waits for the shadow).
 
-    .venv/bin/python benchmarks/bench_shadow.py
+As deployed, the caller and the service it calls do not share CPUs: the server is pinned to the last core, the caller
+(and its shadow worker) to the others. `--shared` lets them all share every core, which on a small machine measures
+the shadow's CPU (the shadow worker's and the server's REST work) competing with the primary call.
+
+    .venv/bin/python benchmarks/bench_shadow.py [SHADOW_PERCENT] [--shared]
 """
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -20,6 +25,7 @@ from adapters.canary import CanaryStore, database_url
 from adapters.connect import connect
 from adapters.flags import Flags
 from adapters.shadow import Shadower
+from adapters.shadow_worker import ShadowWorker
 from fxplat.catalog import skins_host
 from fxplat.config import Endpoint
 from services.common.market_types import TimeRange, Timeframe
@@ -27,8 +33,10 @@ from services.market_analysis.domain import MarketAnalysisDomain
 from services.market_analysis.models import CandlesQuery
 from transport.client_factory import ClientFactory
 
-CALLS = 400
-SHADOW_PERCENT = int(sys.argv[1]) if sys.argv[1:2] and sys.argv[1].isdigit() else 100
+CALLS = 1000
+SHADOW_PERCENT = next((int(a) for a in sys.argv[1:] if a.isdigit()), 100)
+CORES = sorted(os.sched_getaffinity(0))
+PINNED = "--shared" not in sys.argv and len(CORES) >= 2
 PACE_S = 0.02  # one call every 20 ms per adapter: 100 calls/s in all, 50 of them shadowed
 SHADOW_DELAY_S = 0.05
 QUERIES = {  # a small call, where the shadow's fixed client cost shows most, and a medium one
@@ -52,6 +60,8 @@ class SlowRest:
 
 async def serve() -> None:
     """The server, in its own process as in production: prints its endpoints, serves until stdin closes."""
+    if PINNED:
+        os.sched_setaffinity(0, CORES[-1:])
     with tempfile.TemporaryDirectory() as tmp:
         domain = MarketAnalysisDomain(Path(tmp))
         await domain.warm()
@@ -62,9 +72,11 @@ async def serve() -> None:
 
 
 async def main() -> None:
-    server = await asyncio.create_subprocess_exec(sys.executable, __file__, "serve", stdin=asyncio.subprocess.PIPE,
-                                                  stdout=asyncio.subprocess.PIPE)
+    server = await asyncio.create_subprocess_exec(sys.executable, __file__, "serve", *sys.argv[1:],
+                                                  stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     rest_url, grpc_target = (await asyncio.wait_for(server.stdout.readline(), 120)).decode().split()
+    if PINNED:  # after starting the server, which pins itself; the shadow worker, started later, inherits this
+        os.sched_setaffinity(0, CORES[:-1])
     try:
         with tempfile.TemporaryDirectory() as tmp:
             await measure(Endpoint(rest_url, grpc_target), Path(tmp))
@@ -79,11 +91,13 @@ async def measure(endpoint: Endpoint, tmp_path: Path) -> None:
         files[name] = tmp_path / f"flags-{name}.yaml"
         files[name].write_text(f"services:\n  market_analysis: {{grpc: 100, shadow: {shadow}}}\n")
     store = CanaryStore(database_url(tmp_path))
-    shadower = Shadower(store.record)
     print(f"Through the adapter, primary gRPC, shadow share {SHADOW_PERCENT} %, {CALLS} calls each way, interleaved; "
           f"the shadow (REST) answers "
-          f"{SHADOW_DELAY_S * 1000:.0f} ms late; paced at {2 / PACE_S:.0f} calls/s; server in its own process")
+          f"{SHADOW_DELAY_S * 1000:.0f} ms late; paced at {2 / PACE_S:.0f} calls/s; server in its own process; "
+          + (f"server on core {CORES[-1]}, caller on {CORES[:-1]}" if PINNED else f"all sharing cores {CORES}"))
     async with ClientFactory() as factory:
+        shadower = Shadower(store.record, ShadowWorker(factory))
+        await shadower.start()
         adapters = {name: connect("market_analysis", endpoint, factory=factory, flags=Flags(path, unleash_url=""),
                                   shadower=shadower)
                     for name, path in files.items()}
@@ -105,10 +119,11 @@ async def measure(endpoint: Endpoint, tmp_path: Path) -> None:
             print(f"  {label}: shadowing off p50 {p['off'][0]:.2f} ms (p99 {p['off'][1]:.2f}), "
                   f"on p50 {p['on'][0]:.2f} ms (p99 {p['on'][1]:.2f}); "
                   f"ratio {ratio:.3f} (target <= 1.10: {'PASS' if ratio <= 1.10 else 'MISS'})")
+        await shadower.close()
     compared = await store.comparisons()
     await store.close()
     print(f"  shadow comparisons recorded: {len(compared)}, mismatches: {sum(not c.match for c in compared)}")
 
 
 if __name__ == "__main__":
-    asyncio.run(serve() if sys.argv[1:] == ["serve"] else main())
+    asyncio.run(serve() if "serve" in sys.argv[1:] else main())

@@ -7,17 +7,21 @@ import asyncio
 import dataclasses
 import json
 import os
+import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from adapters.canary import CanaryStore, database_url, report
 from adapters.connect import connect
 from adapters.core import last_call
 from adapters.flags import Flags
 from adapters.shadow import Shadower
+from adapters import shadow_worker
+from adapters.shadow_worker import ShadowWorker
 from fxplat.catalog import skins_host
 from fxplat.config import Endpoint
 from services.backtesting.models import BacktestRequest
@@ -51,9 +55,12 @@ def shadow_flags(tmp_path):
 
 
 @pytest.fixture
-async def canary(tmp_path):
+async def canary(tmp_path, factory):
     store = CanaryStore(database_url(tmp_path))
-    yield store, Shadower(store.record)
+    shadower = Shadower(store.record, ShadowWorker(factory))
+    await shadower.start()
+    yield store, shadower
+    await shadower.close()
     await store.close()
 
 
@@ -127,30 +134,85 @@ async def test_writes_are_never_shadowed_and_a_failing_shadow_never_reaches_the_
 async def test_the_caller_does_not_wait_for_the_shadow(market_host, factory, shadow_flags, canary):
     """Ordering, not timing: the answer is back while the shadow call is still out (REST, delayed by the server)."""
     store, shadower = canary
-    release = asyncio.Event()
-
-    class Slow:
-        def __init__(self, impl) -> None:
-            self._impl = impl
-
-        def __getattr__(self, name: str):
-            return getattr(self._impl, name)
-
-        async def list_symbols(self):
-            await release.wait()
-            return await self._impl.list_symbols()
-
-    host = await skins_host("market_analysis", Slow(market_host.impl), grpc_impl=market_host.impl).start()
+    rest_side = HeldBack(market_host.impl)
+    host = await skins_host("market_analysis", rest_side, grpc_impl=market_host.impl).start()
     try:
         adapter = connect("market_analysis", Endpoint(host.rest_url, host.grpc_target), factory=factory,
                           flags=shadow_flags, shadower=shadower)
         assert await adapter.list_symbols() == await market_host.impl.list_symbols()
         assert await store.comparisons() == []  # the shadow is still waiting on the server
-        release.set()
+        rest_side.release.set()
         await shadower.drain()
         assert [c.match for c in await store.comparisons()] == [True]
     finally:
-        release.set()
+        rest_side.release.set()
+        await host.stop(grace=0)
+
+
+class HeldBack:
+    """The real market domain, except that ListSymbols says it `arrived` and waits for `release` (a slow shadow)."""
+
+    def __init__(self, impl) -> None:
+        self._impl, self.arrived, self.release = impl, asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self._impl, name)
+
+    async def list_symbols(self):
+        self.arrived.set()
+        await self.release.wait()
+        return await self._impl.list_symbols()
+
+
+def dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("fxplat_shadow_dropped_total",
+                                     {"service": "market_analysis", "method": "ListSymbols", "reason": reason}) or 0.0
+
+
+async def test_a_dead_shadow_worker_costs_only_its_samples_and_is_replaced(market_host, factory, shadow_flags, canary):
+    store, shadower = canary
+    rest_side = HeldBack(market_host.impl)
+    host = await skins_host("market_analysis", rest_side, grpc_impl=market_host.impl).start()
+    try:
+        adapter = connect("market_analysis", Endpoint(host.rest_url, host.grpc_target), factory=factory,
+                          flags=shadow_flags, shadower=shadower)
+        before = dropped("worker_lost")
+        first_pid = shadower.worker.pid
+        symbols = await adapter.list_symbols()
+        await asyncio.wait_for(rest_side.arrived.wait(), 30)  # its shadow is out, waiting on the server
+        os.kill(first_pid, signal.SIGKILL)
+        await shadower.drain()
+        assert await store.comparisons() == [] and dropped("worker_lost") == before + 1
+
+        rest_side.release.set()
+        assert await adapter.list_symbols() == symbols  # the next shadowed call starts a new worker
+        await shadower.drain()
+        assert [c.match for c in await store.comparisons()] == [True]
+        assert shadower.worker.pid not in (None, first_pid)
+    finally:
+        rest_side.release.set()
+        await host.stop(grace=0)
+
+
+async def test_a_worker_with_its_hands_full_skips_shadowing_and_the_caller_goes_on(
+        market_host, factory, shadow_flags, canary, monkeypatch):
+    store, shadower = canary
+    monkeypatch.setattr(shadow_worker, "MAX_IN_FLIGHT", 1)
+    rest_side = HeldBack(market_host.impl)
+    host = await skins_host("market_analysis", rest_side, grpc_impl=market_host.impl).start()
+    try:
+        adapter = connect("market_analysis", Endpoint(host.rest_url, host.grpc_target), factory=factory,
+                          flags=shadow_flags, shadower=shadower)
+        before = dropped("busy")
+        await adapter.list_symbols()
+        await asyncio.wait_for(rest_side.arrived.wait(), 30)  # its shadow is out, held by the server
+        await adapter.list_symbols()  # the worker has its one call out: this one is not shadowed
+        assert dropped("busy") == before + 1
+        rest_side.release.set()
+        await shadower.drain()
+        assert [c.match for c in await store.comparisons()] == [True]
+    finally:
+        rest_side.release.set()
         await host.stop(grace=0)
 
 

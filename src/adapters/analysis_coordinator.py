@@ -27,10 +27,10 @@ class AnalysisCoordinatorAdapter:
         # answer was lost, the next one returns the stored analysis instead of running it again.
         if not request.idempotency_key:
             request = replace(request, idempotency_key=uuid4().hex)
-        return await self.caller.call("RunAnalysis", lambda c: c.run_analysis(request))
+        return await self.caller.call("RunAnalysis", "run_analysis", request)
 
     async def get_analysis(self, analysis_id: str) -> Analysis:
-        return await self.caller.call("GetAnalysis", lambda c: c.get_analysis(analysis_id))
+        return await self.caller.call("GetAnalysis", "get_analysis", analysis_id)
 
     async def list_analyses(self, query: ListAnalysesQuery) -> AnalysisPage:
-        return await self.caller.call("ListAnalyses", lambda c: c.list_analyses(query))
+        return await self.caller.call("ListAnalyses", "list_analyses", query)

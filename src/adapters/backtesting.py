@@ -25,13 +25,13 @@ class BacktestingAdapter:
         # it, so a run that was stored but whose answer was lost is returned from the store, never stored twice.
         if not request.idempotency_key:
             request = dataclasses.replace(request, idempotency_key=uuid4().hex)
-        return await self.caller.call("RunBacktest", lambda c: c.run_backtest(request))
+        return await self.caller.call("RunBacktest", "run_backtest", request)
 
     async def get_backtest(self, backtest_id: str) -> Backtest:
-        return await self.caller.call("GetBacktest", lambda c: c.get_backtest(backtest_id))
+        return await self.caller.call("GetBacktest", "get_backtest", backtest_id)
 
     async def list_backtests(self, query: ListBacktestsQuery) -> BacktestPage:
-        return await self.caller.call("ListBacktests", lambda c: c.list_backtests(query))
+        return await self.caller.call("ListBacktests", "list_backtests", query)
 
     async def delete_backtest(self, backtest_id: str) -> None:
-        await self.caller.call("DeleteBacktest", lambda c: c.delete_backtest(backtest_id))
+        await self.caller.call("DeleteBacktest", "delete_backtest", backtest_id)

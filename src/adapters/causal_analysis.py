@@ -23,13 +23,13 @@ class CausalAnalysisAdapter:
         self.caller = caller
 
     async def granger_causality(self, request: GrangerRequest) -> GrangerResult:
-        return await self.caller.call("GrangerCausality", lambda c: c.granger_causality(request))
+        return await self.caller.call("GrangerCausality", "granger_causality", request)
 
     async def correlation_matrix(self, request: CorrelationRequest) -> CorrelationResult:
-        return await self.caller.call("CorrelationMatrix", lambda c: c.correlation_matrix(request))
+        return await self.caller.call("CorrelationMatrix", "correlation_matrix", request)
 
     async def rolling_correlation(self, request: RollingCorrelationRequest) -> RollingCorrelationResult:
-        return await self.caller.call("RollingCorrelation", lambda c: c.rolling_correlation(request))
+        return await self.caller.call("RollingCorrelation", "rolling_correlation", request)
 
     async def lead_lag(self, request: LeadLagRequest) -> LeadLagResult:
-        return await self.caller.call("LeadLag", lambda c: c.lead_lag(request))
+        return await self.caller.call("LeadLag", "lead_lag", request)

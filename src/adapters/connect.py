@@ -57,7 +57,7 @@ def connect(service: str, endpoint: Endpoint, *, factory: ClientFactory, flags: 
     breaker = AsyncBreaker(service, endpoint.grpc_target, is_failure=transport_failure, fail_max=breaker_fail_max,
                            reset_timeout=breaker_reset_s, caller=caller)
     caller_obj = FlaggedCaller(service, grpc_impl, rest_impl, flags, kit.policies, caller=caller, breaker=breaker,
-                               force=force, shadower=shadower)
+                               force=force, shadower=shadower, endpoint=endpoint)
     if budget_s is not None:
         caller_obj.budget_s = budget_s
     return kit.adapter(caller_obj)

@@ -22,12 +22,13 @@ from typing import Any, Generic, TypeVar
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from adapters.breaker import AsyncBreaker, BreakerOpen
-from adapters.shadow import Outcome, Shadower
+from adapters.shadow import Shadower
+from adapters.shadow_worker import Outcome, ShadowCall
+from fxplat.config import Endpoint
 from services.common import errors as E
 from transport import context
 from transport.metrics import CLIENT_CALLS, CLIENT_CHOICES, CLIENT_FALLBACKS, CLIENT_LATENCY, CLIENT_RETRIES
 
-T = TypeVar("T")
 Impl = TypeVar("Impl")
 
 
@@ -102,15 +103,21 @@ class FlaggedCaller(Generic[Impl]):
     budget_s: float = context.DEFAULT_BUDGET_S
     force: str | None = None  # "grpc" or "rest" pins the transport (fxplat call --transport), flags ignored
     shadower: Shadower | None = None  # None: this caller never shadows
+    endpoint: Endpoint | None = None  # where the shadow worker reaches the other transport
 
-    async def call(self, method: str, invoke: Callable[[Impl], Awaitable[T]], *, key: str | None = None) -> T:
+    async def call(self, method: str, client_method: str, *args: Any, key: str | None = None) -> Any:
+        """RPC `method`, made as `client.<client_method>(*args)` on the client of the transport it gets."""
         record = CallRecord(self.service, method)
         last_call.set(record)
         start = time.perf_counter()
         key = key if key is not None else routing_key.get()
         use_grpc = self.use_grpc(method, key)
         CLIENT_CHOICES.labels(self.service, method, "grpc" if use_grpc else "rest").inc()
-        shadowed = self._shadow(method, key, invoke, use_grpc)
+        shadowed = self._shadow(method, key, use_grpc, client_method, args)
+
+        def invoke(client: Impl) -> Awaitable[Any]:
+            return getattr(client, client_method)(*args)
+
         result: Any = None
         try:
             with context.budget(self.budget_s if context.remaining() is None else None):
@@ -136,26 +143,28 @@ class FlaggedCaller(Generic[Impl]):
             if shadowed is not None:
                 shadowed.set_result(Outcome(result, record.code, record.latency_s))
 
-    def _shadow(self, method: str, key: str | None, invoke, use_grpc: bool) -> asyncio.Future | None:
+    def _shadow(self, method: str, key: str | None, use_grpc: bool, client_method: str,
+                args: tuple) -> asyncio.Future | None:
         """Start the shadow call of a sampled read (never a write), concurrently with the primary; returns the future
         the primary's outcome goes into, or None when this call is not shadowed."""
-        if self.shadower is None or self.force or self.grpc is None:
+        if self.shadower is None or self.force or self.grpc is None or self.endpoint is None:
             return None
         policy = self.policies.get(method, _DEFAULT_POLICY)
         if not policy.read or not self.flags.shadow(self.service, method, key):
             return None
         primary: asyncio.Future = asyncio.get_running_loop().create_future()
-        other = self.rest if use_grpc else self.grpc
-        self.shadower.launch(self.service, method, "grpc" if use_grpc else "rest", primary, lambda: invoke(other),
-                             policy.shadow_ignore)
-        return primary
+        other, target = ("rest", self.endpoint.rest_url) if use_grpc else ("grpc", self.endpoint.grpc_target)
+        left = context.remaining()
+        call = ShadowCall(self.service, other, target, client_method, args, self.budget_s if left is None else left)
+        launched = self.shadower.launch(method, "grpc" if use_grpc else "rest", primary, call, policy.shadow_ignore)
+        return primary if launched else None
 
     def use_grpc(self, method: str, key: str | None) -> bool:
         if self.force:
             return self.force == "grpc"
         return self.grpc is not None and self.flags.use_grpc(self.service, method, caller=self.caller, key=key)
 
-    async def _route(self, method: str, invoke, record: CallRecord, use_grpc: bool):
+    async def _route(self, method: str, invoke: Callable[[Impl], Awaitable[Any]], record: CallRecord, use_grpc: bool):
         if use_grpc:
             try:
                 record.attempts += 1

@@ -22,13 +22,13 @@ class MarketAnalysisAdapter:
         self.caller = caller
 
     async def list_symbols(self) -> list[SymbolInfo]:
-        return await self.caller.call("ListSymbols", lambda c: c.list_symbols())
+        return await self.caller.call("ListSymbols", "list_symbols")
 
     async def get_candles(self, query: CandlesQuery) -> CandlePage:
-        return await self.caller.call("GetCandles", lambda c: c.get_candles(query))
+        return await self.caller.call("GetCandles", "get_candles", query)
 
     async def compute_indicators(self, request: IndicatorRequest) -> IndicatorResult:
-        return await self.caller.call("ComputeIndicators", lambda c: c.compute_indicators(request))
+        return await self.caller.call("ComputeIndicators", "compute_indicators", request)
 
     async def analyze_market(self, query: SummaryQuery) -> MarketSummary:
-        return await self.caller.call("AnalyzeMarket", lambda c: c.analyze_market(query))
+        return await self.caller.call("AnalyzeMarket", "analyze_market", query)

@@ -1,6 +1,7 @@
 """Shadow (canary) calls: a sampled share of read calls also goes to the other transport, concurrently with the
-primary call; the caller gets the primary's outcome and never waits for the shadow, whose failure or slowness cannot
-reach it. Both outcomes are compared as domain objects and the comparison is recorded.
+primary call (made by the shadow worker process); the caller gets the primary's outcome and never waits for the
+shadow, whose failure or slowness cannot reach it. Both outcomes are compared as domain objects and the comparison is
+recorded.
 
 Comparison rules: floats and float arrays within a relative tolerance (NaN equals NaN), everything else exactly;
 errors by code; fields that legitimately differ between two calls are ignored per method (`MethodPolicy.shadow_ignore`,
@@ -12,7 +13,6 @@ import asyncio
 import dataclasses
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from enum import Enum
@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from services.common import errors as E
-from transport.metrics import SHADOW_COMPARISONS
+from adapters.shadow_worker import Outcome, ShadowCall, ShadowWorker
+from transport import context
+from transport.metrics import SHADOW_COMPARISONS, SHADOW_DROPPED
 
 log = logging.getLogger("fxplat.shadow")
 
@@ -57,64 +58,66 @@ class Comparison:
         return not self.diffs
 
 
-@dataclasses.dataclass
-class Outcome:
-    value: Any = None
-    code: str = "OK"
-    latency_s: float = 0.0
-
-
-async def observe(call: Callable[[], Awaitable[Any]]) -> Outcome:
-    """Run `call` and capture its outcome instead of raising (cancellation still propagates)."""
-    start = time.perf_counter()
-    out = Outcome()
-    try:
-        out.value = await call()
-    except E.DomainError as exc:
-        out.value, out.code = exc, exc.code
-    except Exception as exc:  # noqa: BLE001 - a bug on one side is a finding, not a crash
-        out.value, out.code = exc, "INTERNAL"
-    out.latency_s = time.perf_counter() - start
-    return out
-
-
 class Shadower:
-    """Launches shadow calls in the background and hands each comparison to `record` (e.g. the canary store)."""
+    """Sends shadow calls to the shadow worker process and hands each comparison to `record` (e.g. the canary store).
+    The caller's process only pickles the call and writes it to a socket; see adapters.shadow_worker for why."""
 
-    def __init__(self, record: Callable[[Comparison], Awaitable[None]]) -> None:
+    def __init__(self, record: Callable[[Comparison], Awaitable[None]], worker: ShadowWorker) -> None:
         self._record = record
+        self._worker = worker
         self._tasks: set[asyncio.Task] = set()
 
-    def launch(self, service: str, method: str, primary_transport: str, primary: asyncio.Future,
-               shadow_call: Callable[[], Awaitable[Any]], ignore: frozenset[str]) -> None:
-        """Start the shadow call now; compare once both outcomes are in. `primary` resolves to the primary's Outcome."""
-        task = asyncio.get_running_loop().create_task(
-            self._run(service, method, primary_transport, primary, shadow_call, ignore))
+    def launch(self, method: str, primary_transport: str, primary: asyncio.Future, call: ShadowCall,
+               ignore: frozenset[str]) -> bool:
+        """Send `call` now and compare once both outcomes are in (`primary` resolves to the primary's Outcome).
+        False, and nothing sent, when the worker already has as many calls out as it takes."""
+        if self._worker.busy:
+            SHADOW_DROPPED.labels(call.service, method, "busy").inc()
+            return False
+        call = dataclasses.replace(call, request_id=context.request_id.get() or "", token=self._worker.token())
+        task = asyncio.get_running_loop().create_task(self._run(method, primary_transport, primary, call, ignore))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
     async def drain(self) -> None:
         """Wait for the comparisons in flight (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _run(self, service, method, primary_transport, primary, shadow_call, ignore) -> None:
-        shadow = await observe(shadow_call)
+    @property
+    def worker(self) -> ShadowWorker:
+        return self._worker
+
+    async def start(self) -> None:
+        await self._worker.start()
+
+    async def close(self) -> None:
+        """Let the worker finish the shadow calls it has, record their comparisons, stop the worker."""
+        await self._worker.close()
+        await self.drain()
+
+    async def _run(self, method: str, primary_transport: str, primary: asyncio.Future, call: ShadowCall,
+                   ignore: frozenset[str]) -> None:
+        await asyncio.sleep(0)  # one loop turn: the primary's request leaves before the shadow is pickled and sent
+        shadow = await self._worker.run(call)
         first: Outcome = await primary
-        other = "rest" if primary_transport == "grpc" else "grpc"
+        if shadow is None:
+            SHADOW_DROPPED.labels(call.service, method, "worker_lost").inc()
+            return
         if first.code != shadow.code:
             diffs = (Difference("code", first.code, shadow.code),)
         elif first.code != "OK":
             diffs = ()  # the same error on both sides is agreement
         else:
             diffs = tuple(differences(first.value, shadow.value, ignore)[:MAX_DIFFS])
-        comparison = Comparison(datetime.now(timezone.utc), service, method, primary_transport, first.code,
-                                first.latency_s, other, shadow.code, shadow.latency_s, diffs)
-        SHADOW_COMPARISONS.labels(service, method, "match" if comparison.match else "mismatch").inc()
+        comparison = Comparison(datetime.now(timezone.utc), call.service, method, primary_transport, first.code,
+                                first.latency_s, call.transport, shadow.code, shadow.latency_s, diffs)
+        SHADOW_COMPARISONS.labels(call.service, method, "match" if comparison.match else "mismatch").inc()
         try:
             await self._record(comparison)
         except Exception:  # noqa: BLE001 - losing a sample must never touch the caller
-            log.exception("could not record a shadow comparison of %s.%s", service, method)
+            log.exception("could not record a shadow comparison of %s.%s", call.service, method)
 
 
 def differences(a: Any, b: Any, ignore: frozenset[str] = frozenset(), path: str = "") -> list[Difference]:

@@ -11,6 +11,7 @@ from adapters.canary import CanaryStore
 from adapters.canary import database_url as canary_url
 from adapters.flags import Flags
 from adapters.shadow import Shadower
+from adapters.shadow_worker import ShadowWorker
 from fxplat import config
 from fxplat.catalog import BuildContext, build_host, scopes
 from transport.auth import AuthConfig
@@ -52,14 +53,15 @@ async def serve(names: list[str], *, host: str, data_dir: Path, flags: Flags, au
     async with ClientFactory(ca_file=config.tls_ca(), tls=config.tls_on(),
                              token_source=auth.service_tokens(scopes())) as factory:
         store = CanaryStore(canary_url(data_dir))
-        shadower = Shadower(store.record)
+        shadower = Shadower(store.record, ShadowWorker(factory))
         try:
+            await shadower.start()
             ctx = BuildContext(data_dir, factory, flags, grpc_enabled=grpc_enabled, auth=auth, tls=tls,
                                shadower=shadower, canary=store)
             hosts = await start_services(names, ctx, host=host, grpc_enabled=grpc_enabled, ports=ports)
             await _run_until(stop, hosts, data_dir, flags, grace)
-            await shadower.drain()  # comparisons of the last calls: recorded, not lost
         finally:
+            await shadower.close()  # the comparisons of the last calls are recorded, not lost
             flags.close()
             await store.close()
 

@@ -3,6 +3,7 @@ token source, every call they carry sends its bearer token (see transport.auth),
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -30,6 +31,14 @@ CHANNEL_OPTIONS = [
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
+@dataclass(frozen=True)
+class ClientSettings:
+    """What another process needs to make the same clients (the token source stays behind: tokens travel per call)."""
+
+    ca: bytes | None
+    tls: bool
+
+
 class ClientFactory:
     def __init__(self, *, ca_file: Path | None = None, tls: bool | None = None, token_source: TokenSource | None = None,
                  max_connections: int = 100, timeout_s: float = 30.0) -> None:
@@ -37,11 +46,21 @@ class ClientFactory:
         `token_source`: the bearer token every call sends; None sends none (and adds no interceptor's cost)."""
         self._ca = Path(ca_file).read_bytes() if ca_file else None
         self._tls = self._ca is not None if tls is None else tls
-        self._tokens = token_source
+        self.token_source = token_source
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._http: dict[str, httpx.AsyncClient] = {}
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._timeout = httpx.Timeout(timeout_s, connect=5.0)
+
+    @classmethod
+    def from_settings(cls, settings: ClientSettings, token_source: TokenSource | None) -> "ClientFactory":
+        factory = cls(tls=settings.tls, token_source=token_source)
+        factory._ca = settings.ca
+        return factory
+
+    @property
+    def settings(self) -> ClientSettings:
+        return ClientSettings(self._ca, self._tls)
 
     def channel(self, target: str, *, tls: bool | None = None) -> grpc.aio.Channel:
         """A shared channel to `target` (host:port or dns:///name:port); TLS unless `tls` says otherwise."""
@@ -49,7 +68,7 @@ class ClientFactory:
             options = list(CHANNEL_OPTIONS)
             if target.startswith("dns:"):
                 options.append(("grpc.service_config", ROUND_ROBIN))
-            interceptors = [BearerInterceptor(self._tokens)] if self._tokens else None
+            interceptors = [BearerInterceptor(self.token_source)] if self.token_source else None
             if self._tls if tls is None else tls:
                 creds = grpc.ssl_channel_credentials(root_certificates=self._ca)
                 self._channels[target] = grpc.aio.secure_channel(target, creds, options=options,
@@ -66,7 +85,7 @@ class ClientFactory:
                 import ssl
 
                 verify = ssl.create_default_context(cadata=self._ca.decode())
-            auth = BearerAuth(self._tokens) if self._tokens else None
+            auth = BearerAuth(self.token_source) if self.token_source else None
             self._http[base_url] = httpx.AsyncClient(base_url=base_url, limits=self._limits, timeout=self._timeout,
                                                      verify=verify, auth=auth)
         return self._http[base_url]

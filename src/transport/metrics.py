@@ -26,3 +26,5 @@ BREAKER_STATE = Gauge("fxplat_client_breaker_state", "gRPC circuit breaker of a 
                       "1 half-open, 2 open.", ["service", "caller", "target"])
 SHADOW_COMPARISONS = Counter("fxplat_shadow_comparisons_total", "Shadowed read calls compared across transports, by "
                              "result (match or mismatch).", ["service", "method", "result"])
+SHADOW_DROPPED = Counter("fxplat_shadow_dropped_total", "Read calls sampled for shadowing but not compared: the shadow "
+                         "worker was busy or lost the call.", ["service", "method", "reason"])
