@@ -216,6 +216,25 @@ async def test_a_worker_with_its_hands_full_skips_shadowing_and_the_caller_goes_
         await host.stop(grace=0)
 
 
+async def test_a_shadow_worker_that_cannot_start_costs_only_the_samples(
+        market_host, factory, shadow_flags, tmp_path, monkeypatch):
+    store = CanaryStore(database_url(tmp_path))
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # what the worker is started with
+    shadower = Shadower(store.record, ShadowWorker(factory))
+    try:
+        await shadower.start()  # logged, not raised
+        adapter = connect("market_analysis", Endpoint(market_host.rest_url, market_host.grpc_target),
+                          factory=factory, flags=shadow_flags, shadower=shadower)
+        before = dropped("worker_lost")
+        for _ in range(3):
+            assert await adapter.list_symbols() == await market_host.impl.list_symbols()
+        await shadower.drain()
+        assert await store.comparisons() == [] and dropped("worker_lost") == before + 3
+    finally:
+        await shadower.close()
+        await store.close()
+
+
 async def run(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(FXPLAT, *args, env=dict(os.environ), stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)

@@ -32,6 +32,8 @@ log = logging.getLogger("fxplat.shadow")
 
 MAX_IN_FLIGHT = 256  # shadow calls out at once; beyond it a call is not shadowed (a slow shadow costs no memory)
 NICE = 10  # the child's scheduling priority, lowered by this much (see main)
+START_TIMEOUT_S = 60.0
+RESTART_PAUSE_S = 30.0  # after a failed start, shadow calls are dropped this long rather than each starting a child
 _HEADER = struct.Struct("!I")
 
 
@@ -72,6 +74,7 @@ class ShadowWorker:
         self._pending: dict[int, asyncio.Future] = {}
         self._next_id = 0
         self._closed = False
+        self._no_start_until = 0.0  # monotonic time; set when a start failed
 
     @property
     def pid(self) -> int | None:
@@ -94,8 +97,12 @@ class ShadowWorker:
         self._pending[call.id] = done
         try:
             writer = await self._started()
+        except Exception:  # noqa: BLE001 - no child (logged once when its start failed): this sample is lost
+            self._pending.pop(call.id, None)
+            return None
+        try:
             _send(writer, call)
-        except Exception:  # noqa: BLE001 - no child, or an argument that does not pickle: this sample is lost
+        except Exception:  # noqa: BLE001 - an argument that does not pickle: this sample is lost
             log.exception("shadow call %s.%s not sent", call.service, call.method)
             self._pending.pop(call.id, None)
             return None
@@ -103,8 +110,12 @@ class ShadowWorker:
 
     async def start(self) -> None:
         """Start the child now (it takes about a second to import), so the first shadow calls do not queue behind it;
-        without this, the first shadow call starts it."""
-        await self._started()
+        without this, the first shadow call starts it. A child that cannot start is logged, never raised: shadowing is
+        lost, the service is not."""
+        try:
+            await self._started()
+        except Exception:  # noqa: BLE001 - logged where the start failed
+            pass
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Let the child finish the calls it has (for at most `timeout_s`), then stop it."""
@@ -127,18 +138,34 @@ class ShadowWorker:
             self._starting = asyncio.Lock()
         async with self._starting:
             if self._writer is None:
-                ours, theirs = socket.socketpair()
-                with theirs:
-                    self._process = await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "adapters.shadow_worker", str(theirs.fileno()), pass_fds=[theirs.fileno()])
-                reader, writer = await asyncio.open_unix_connection(sock=ours)
-                _send(writer, (self._settings, self._tokens is not None))
-                if await _receive(reader) != "ready":
-                    writer.close()
-                    raise RuntimeError(f"the shadow worker did not start (exit code {await self._process.wait()})")
-                self._writer = writer
-                self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, self._writer))
+                if time.monotonic() < self._no_start_until:
+                    raise RuntimeError("the shadow worker failed to start recently; not retrying yet")
+                try:
+                    self._writer = await self._spawn()
+                except Exception:
+                    log.exception("the shadow worker did not start; shadow calls are dropped for %.0fs",
+                                  RESTART_PAUSE_S)
+                    self._no_start_until = time.monotonic() + RESTART_PAUSE_S
+                    raise
             return self._writer
+
+    async def _spawn(self) -> asyncio.StreamWriter:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "adapters.shadow_worker", str(theirs.fileno()), pass_fds=[theirs.fileno()])
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        _send(writer, (self._settings, self._tokens is not None))
+        try:
+            ready = await asyncio.wait_for(_receive(reader), START_TIMEOUT_S)
+        except TimeoutError:
+            self._process.kill()
+            ready = None
+        if ready != "ready":
+            writer.close()
+            raise RuntimeError(f"the shadow worker did not start (exit code {await self._process.wait()})")
+        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
+        return writer
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -200,7 +227,7 @@ async def _serve(sock: socket.socket) -> None:
     async def answer(call: ShadowCall) -> None:
         context.request_id.set(call.request_id)
         with context.budget(call.budget_s):
-            outcome = await observe(lambda: getattr(client(call), call.method)(*call.args))
+            outcome = await _observe(lambda: getattr(client(call), call.method)(*call.args))
         if outcome.code != "OK":
             outcome.value = None  # errors compare by code; an exception may not pickle
         try:
@@ -222,7 +249,7 @@ async def _serve(sock: socket.socket) -> None:
         await factory.close()
 
 
-async def observe(call) -> Outcome:
+async def _observe(call) -> Outcome:
     """Run `call` and capture its outcome instead of raising."""
     start = time.perf_counter()
     out = Outcome()
