@@ -10,6 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from UnleashClient import UnleashClient
+from UnleashClient.utils import InstanceAllowType
 
 from adapters.flag_schema import (
     DEFAULT_FLAGS,
@@ -21,7 +23,7 @@ from adapters.flag_schema import (
     to_unleash_features,
 )
 from adapters.flag_schema import grpc_feature, shadow_feature
-from adapters.flags import Flags, _context, _offline_client, fixed_answers
+from adapters.flags import APP_NAME, Flags, Rollout, _context, _MemoryCache, local_rollouts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KEYS = [f"request-{n}" for n in range(1000)]
@@ -241,27 +243,42 @@ def test_shadow_share_follows_its_percent(tmp_path: Path) -> None:
     assert 0.07 <= sum(flags.shadow("market_analysis", "GetCandles") for _ in range(calls)) / calls <= 0.13
 
 
+def unleash_of(flags: FlagsConfig) -> UnleashClient:
+    """The reference: an UnleashClient bootstrapped with the features the file translates to (never initialized:
+    it evaluates at once, with no thread and no network)."""
+    return UnleashClient(url="http://offline.invalid", app_name=APP_NAME, cache=_MemoryCache(to_unleash_features(flags)),
+                         disable_metrics=True, disable_registration=True,
+                         multiple_instance_mode=InstanceAllowType.SILENTLY_ALLOW)
+
+
 @pytest.mark.parametrize("kill_switch", [False, True])
+@pytest.mark.parametrize("stickiness", ["request_key", "caller"])
 @pytest.mark.parametrize("service_pct, method_pct, shadow_pct", [
-    (0, None, 0), (100, None, 100), (100, 0, 0), (0, 100, 100), (25, 100, 0), (100, 40, 60),
+    (0, None, 0), (100, None, 100), (100, 0, 0), (0, 100, 100), (25, 100, 1), (100, 40, 60), (50, 99, 10), (1, 73, 99),
 ])
-def test_answers_known_without_evaluation_agree_with_unleash(kill_switch, service_pct, method_pct, shadow_pct) -> None:
+def test_the_files_shares_decided_in_process_agree_with_unleash_key_by_key(
+        kill_switch, stickiness, service_pct, method_pct, shadow_pct) -> None:
     methods = {} if method_pct is None else {"GetCandles": {"grpc": method_pct}}
     flags = FlagsConfig(kill_switch=kill_switch, services={"market_analysis": ServiceFlags(
-        grpc=service_pct, shadow=shadow_pct, methods=methods)})
-    fixed = fixed_answers(flags)
-    unleash = _offline_client(flags)
-    default, by_method = fixed.grpc["market_analysis"]
+        grpc=service_pct, shadow=shadow_pct, stickiness=stickiness, methods=methods)})
+    local = local_rollouts(flags)
+    unleash = unleash_of(flags)
+    default, by_method = local.grpc["market_analysis"]
     for method in ("GetCandles", "ListSymbols"):
-        answer = by_method.get(method, default)
-        if answer is not None:  # a fixed answer must be what Unleash says for every key
-            assert {unleash.is_enabled(grpc_feature("market_analysis"), _context("market_analysis", method, "", k))
-                    for k in KEYS[:200]} == {answer}
-    if fixed.shadow["market_analysis"] is not None:
-        assert {unleash.is_enabled(shadow_feature("market_analysis"), _context("market_analysis", "GetCandles", "", k))
-                for k in KEYS[:200]} == {fixed.shadow["market_analysis"]}
-    expected_fixed = kill_switch or service_pct in (0, 100)
-    assert (default is not None) == expected_fixed  # shares strictly between 0 and 100 are left to Unleash
+        rollout = by_method.get(method, default)
+        for key in KEYS:
+            caller = f"svc-{key}"
+            assert rollout.enabled(caller, key) == unleash.is_enabled(
+                grpc_feature("market_analysis"), _context("market_analysis", method, caller, key)), (method, key)
+    for key in KEYS:
+        assert local.shadow["market_analysis"].enabled("", key) == unleash.is_enabled(
+            shadow_feature("market_analysis"), _context("market_analysis", "GetCandles", "", key)), key
+
+
+def test_a_random_stickiness_share_is_a_share_of_calls() -> None:
+    rollout = Rollout("fxplat.grpc.market_analysis", 30, "random")
+    share = sum(rollout.enabled("caller", "same-key") for _ in range(4000)) / 4000
+    assert 0.26 <= share <= 0.34
 
 
 def test_unknown_service_is_a_programming_error(tmp_path: Path) -> None:
