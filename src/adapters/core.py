@@ -155,7 +155,8 @@ class FlaggedCaller(Generic[Impl]):
         primary: asyncio.Future = asyncio.get_running_loop().create_future()
         other, target = ("rest", self.endpoint.rest_url) if use_grpc else ("grpc", self.endpoint.grpc_target)
         left = context.remaining()
-        call = ShadowCall(self.service, other, target, client_method, args, self.budget_s if left is None else left)
+        call = ShadowCall(self.service, other, target, client_method, args, self.budget_s if left is None else left,
+                          context.request_id.get() or "")
         launched = self.shadower.launch(method, "grpc" if use_grpc else "rest", primary, call, policy.shadow_ignore)
         return primary if launched else None
 

@@ -118,7 +118,7 @@ class Flags:
     def use_grpc(self, service: str, method: str, *, caller: str = "", key: str | None = None) -> bool:
         """True: make this call over gRPC; False: over REST.
 
-        One Unleash evaluation covers the kill switch, the service percent and the method overrides. `key` keeps
+        One decision covers the kill switch, the service percent and the method overrides. `key` keeps
         one request (or entity) on one transport under request_key stickiness; None decides each call afresh.
         """
         if (local := self._local.grpc.get(service)) is not None:

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from adapters.shadow_worker import Outcome, ShadowCall, ShadowWorker
-from transport import context
 from transport.metrics import SHADOW_COMPARISONS, SHADOW_DROPPED
 
 log = logging.getLogger("fxplat.shadow")
@@ -74,7 +73,6 @@ class Shadower:
         if self._worker.busy:
             SHADOW_DROPPED.labels(call.service, method, "busy").inc()
             return False
-        call = dataclasses.replace(call, request_id=context.request_id.get() or "", token=self._worker.token())
         task = asyncio.get_running_loop().create_task(self._run(method, primary_transport, primary, call, ignore))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -3,8 +3,8 @@ build and send (httpx) — as much as a small gRPC call takes in all — and tha
 is in flight. Made here, in a child process with its own clients, it costs the caller only a pickle and a socket write
 (`benchmarks/bench_shadow.py` measures both).
 
-Protocol over a socketpair: length-prefixed pickles. The parent sends the client settings once, then `ShadowCall`s; the
-child answers each with `(call id, Outcome)`. The child stops when the parent closes its end (or dies), after finishing
+Protocol over a socketpair: length-prefixed pickles. The parent sends the client settings once, then
+`(call id, bearer token, ShadowCall)` per call; the child answers each with `(call id, Outcome)`. The child stops when the parent closes its end (or dies), after finishing
 the calls it has. If the child dies, the calls it had come back as None: the parent drops those comparisons, and the
 next shadow call starts a new child.
 
@@ -57,8 +57,6 @@ class ShadowCall:
     args: tuple
     budget_s: float
     request_id: str = ""
-    token: str = ""  # the bearer token to send (the caller's current one); "" sends none
-    id: int = 0
 
 
 class ShadowWorker:
@@ -85,26 +83,23 @@ class ShadowWorker:
     def busy(self) -> bool:
         return len(self._pending) >= MAX_IN_FLIGHT
 
-    def token(self) -> str:
-        return self._tokens() if self._tokens else ""
-
     async def run(self, call: ShadowCall) -> Outcome | None:
         if self._closed:
             return None
         self._next_id += 1
-        call = dataclasses.replace(call, id=self._next_id)
+        call_id = self._next_id
         done = asyncio.get_running_loop().create_future()
-        self._pending[call.id] = done
+        self._pending[call_id] = done
         try:
             writer = await self._started()
         except Exception:  # noqa: BLE001 - no child (logged once when its start failed): this sample is lost
-            self._pending.pop(call.id, None)
+            self._pending.pop(call_id, None)
             return None
-        try:
-            _send(writer, call)
+        try:  # the caller's current token, so the child never holds a signing key
+            _send(writer, (call_id, self._tokens() if self._tokens else "", call))
         except Exception:  # noqa: BLE001 - an argument that does not pickle: this sample is lost
             log.exception("shadow call %s.%s not sent", call.service, call.method)
-            self._pending.pop(call.id, None)
+            self._pending.pop(call_id, None)
             return None
         return await done
 
@@ -224,22 +219,22 @@ async def _serve(sock: socket.socket) -> None:
                             else kit.rest_client(factory.http(call.target)))
         return clients[key]
 
-    async def answer(call: ShadowCall) -> None:
+    async def answer(call_id: int, call: ShadowCall) -> None:
         context.request_id.set(call.request_id)
         with context.budget(call.budget_s):
             outcome = await _observe(lambda: getattr(client(call), call.method)(*call.args))
         if outcome.code != "OK":
             outcome.value = None  # errors compare by code; an exception may not pickle
         try:
-            _send(writer, (call.id, outcome))
+            _send(writer, (call_id, outcome))
         except Exception:  # noqa: BLE001 - a value that does not pickle is an INTERNAL outcome, not a lost call
             log.exception("shadow answer of %s.%s does not pickle", call.service, call.method)
-            _send(writer, (call.id, Outcome(None, "INTERNAL", outcome.latency_s)))
+            _send(writer, (call_id, Outcome(None, "INTERNAL", outcome.latency_s)))
 
     try:
-        while (call := await _receive(reader)) is not None:
-            token = call.token  # the newest token the caller sent
-            task = asyncio.get_running_loop().create_task(answer(call))
+        while (job := await _receive(reader)) is not None:
+            call_id, token, call = job  # token: the newest one the caller sent
+            task = asyncio.get_running_loop().create_task(answer(call_id, call))
             running.add(task)
             task.add_done_callback(running.discard)
         await asyncio.gather(*running, return_exceptions=True)
