@@ -133,24 +133,6 @@ async def test_writes_are_never_shadowed_and_a_failing_shadow_never_reaches_the_
     assert [d.path for d in found[0].diffs] == ["code"]
 
 
-async def test_the_caller_does_not_wait_for_the_shadow(market_host, factory, shadow_flags, canary):
-    """Ordering, not timing: the answer is back while the shadow call is still out (REST, delayed by the server)."""
-    store, shadower = canary
-    rest_side = HeldBack(market_host.impl)
-    host = await skins_host("market_analysis", rest_side, grpc_impl=market_host.impl).start()
-    try:
-        adapter = connect("market_analysis", Endpoint(host.rest_url, host.grpc_target), factory=factory,
-                          flags=shadow_flags, shadower=shadower)
-        assert await adapter.list_symbols() == await market_host.impl.list_symbols()
-        assert await store.comparisons() == []  # the shadow is still waiting on the server
-        rest_side.release.set()
-        await shadower.drain()
-        assert [c.match for c in await store.comparisons()] == [True]
-    finally:
-        rest_side.release.set()
-        await host.stop(grace=0)
-
-
 class HeldBack:
     """The real market domain, except that ListSymbols says it `arrived` and waits for `release` (a slow shadow)."""
 
@@ -166,56 +148,66 @@ class HeldBack:
         return await self._impl.list_symbols()
 
 
+@pytest.fixture
+async def held_back(market_host, factory, shadow_flags, canary):
+    """(REST side held back, adapter): a market host whose REST ListSymbols waits for `release`, gRPC the real one."""
+    rest_side = HeldBack(market_host.impl)
+    host = await skins_host("market_analysis", rest_side, grpc_impl=market_host.impl).start()
+    adapter = connect("market_analysis", Endpoint(host.rest_url, host.grpc_target), factory=factory,
+                      flags=shadow_flags, shadower=canary[1])
+    try:
+        yield rest_side, adapter
+    finally:
+        rest_side.release.set()
+        await host.stop(grace=0)
+
+
 def dropped(reason: str) -> float:
     return REGISTRY.get_sample_value("fxplat_shadow_dropped_total",
                                      {"service": "market_analysis", "method": "ListSymbols", "reason": reason}) or 0.0
 
 
-async def test_a_dead_shadow_worker_costs_only_its_samples_and_is_replaced(market_host, factory, shadow_flags, canary):
+async def test_the_caller_does_not_wait_for_the_shadow(market_host, canary, held_back):
+    """Ordering, not timing: the answer is back while the shadow call is still out (REST, delayed by the server)."""
     store, shadower = canary
-    rest_side = HeldBack(market_host.impl)
-    host = await skins_host("market_analysis", rest_side, grpc_impl=market_host.impl).start()
-    try:
-        adapter = connect("market_analysis", Endpoint(host.rest_url, host.grpc_target), factory=factory,
-                          flags=shadow_flags, shadower=shadower)
-        before = dropped("worker_lost")
-        first_pid = shadower.worker.pid
-        symbols = await adapter.list_symbols()
-        await asyncio.wait_for(rest_side.arrived.wait(), 30)  # its shadow is out, waiting on the server
-        os.kill(first_pid, signal.SIGKILL)
-        await shadower.drain()
-        assert await store.comparisons() == [] and dropped("worker_lost") == before + 1
-
-        rest_side.release.set()
-        assert await adapter.list_symbols() == symbols  # the next shadowed call starts a new worker
-        await shadower.drain()
-        assert [c.match for c in await store.comparisons()] == [True]
-        assert shadower.worker.pid not in (None, first_pid)
-    finally:
-        rest_side.release.set()
-        await host.stop(grace=0)
+    rest_side, adapter = held_back
+    assert await adapter.list_symbols() == await market_host.impl.list_symbols()
+    assert await store.comparisons() == []  # the shadow is still waiting on the server
+    rest_side.release.set()
+    await shadower.drain()
+    assert [c.match for c in await store.comparisons()] == [True]
 
 
-async def test_a_worker_with_its_hands_full_skips_shadowing_and_the_caller_goes_on(
-        market_host, factory, shadow_flags, canary, monkeypatch):
+async def test_a_dead_shadow_worker_costs_only_its_samples_and_is_replaced(canary, held_back):
     store, shadower = canary
+    rest_side, adapter = held_back
+    before = dropped("worker_lost")
+    first_pid = shadower.worker.pid
+    symbols = await adapter.list_symbols()
+    await asyncio.wait_for(rest_side.arrived.wait(), 30)  # its shadow is out, waiting on the server
+    os.kill(first_pid, signal.SIGKILL)
+    await shadower.drain()
+    assert await store.comparisons() == [] and dropped("worker_lost") == before + 1
+
+    rest_side.release.set()
+    assert await adapter.list_symbols() == symbols  # the next shadowed call starts a new worker
+    await shadower.drain()
+    assert [c.match for c in await store.comparisons()] == [True]
+    assert shadower.worker.pid not in (None, first_pid)
+
+
+async def test_a_worker_with_its_hands_full_skips_shadowing_and_the_caller_goes_on(canary, held_back, monkeypatch):
+    store, shadower = canary
+    rest_side, adapter = held_back
     monkeypatch.setattr(shadow_worker, "MAX_IN_FLIGHT", 1)
-    rest_side = HeldBack(market_host.impl)
-    host = await skins_host("market_analysis", rest_side, grpc_impl=market_host.impl).start()
-    try:
-        adapter = connect("market_analysis", Endpoint(host.rest_url, host.grpc_target), factory=factory,
-                          flags=shadow_flags, shadower=shadower)
-        before = dropped("busy")
-        await adapter.list_symbols()
-        await asyncio.wait_for(rest_side.arrived.wait(), 30)  # its shadow is out, held by the server
-        await adapter.list_symbols()  # the worker has its one call out: this one is not shadowed
-        assert dropped("busy") == before + 1
-        rest_side.release.set()
-        await shadower.drain()
-        assert [c.match for c in await store.comparisons()] == [True]
-    finally:
-        rest_side.release.set()
-        await host.stop(grace=0)
+    before = dropped("busy")
+    await adapter.list_symbols()
+    await asyncio.wait_for(rest_side.arrived.wait(), 30)  # its shadow is out, held by the server
+    await adapter.list_symbols()  # the worker has its one call out: this one is not shadowed
+    assert dropped("busy") == before + 1
+    rest_side.release.set()
+    await shadower.drain()
+    assert [c.match for c in await store.comparisons()] == [True]
 
 
 async def test_a_shadow_worker_that_cannot_start_costs_only_the_samples(
