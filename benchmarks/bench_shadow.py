@@ -27,7 +27,7 @@ from adapters.flags import Flags
 from adapters.shadow import Shadower
 from adapters.shadow_worker import ShadowWorker
 from fxplat.catalog import skins_host
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from services.common.market_types import TimeRange, Timeframe
 from services.market_analysis.domain import MarketAnalysisDomain
 from services.market_analysis.models import CandlesQuery

@@ -12,7 +12,7 @@ import pytest
 from adapters.connect import KITS
 from adapters.flags import Flags
 from fxplat.catalog import BuildContext, build_host, scopes
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from transport.auth import AuthConfig, MintedTokens
 from transport.client_factory import ClientFactory
 

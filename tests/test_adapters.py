@@ -16,7 +16,7 @@ from adapters.connect import connect
 from adapters.core import last_call
 from adapters.flags import Flags
 from fxplat.catalog import BuildContext, build_host
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound
 from services.market_analysis import grpc as ma_grpc
 from services.market_analysis.models import CandlesQuery, SummaryQuery

@@ -30,7 +30,7 @@ from forex.market_analysis.v1 import market_analysis_pb2 as pb
 from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
 from fxplat import credentials
 from fxplat.catalog import BuildContext, build_host, scopes
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from fxplat.runner import start_services
 from services.analysis_coordinator.models import AnalysisRequest
 from services.backtesting.grpc import BacktestingGrpcClient

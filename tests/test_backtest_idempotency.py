@@ -15,7 +15,7 @@ import test_backtest_parity
 
 from adapters.connect import connect
 from adapters.core import last_call
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from services.backtesting.models import BacktestRequest, ListBacktestsQuery
 from services.common.errors import Unavailable
 from transport.client_factory import ClientFactory

@@ -11,7 +11,7 @@ from adapters.connect import connect
 from adapters.core import last_call
 from forex.causal_analysis.v1 import causal_analysis_pb2 as pb
 from forex.causal_analysis.v1 import causal_analysis_pb2_grpc as pb_grpc
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from services.causal_analysis.grpc import lead_lag_result_from_pb
 from services.causal_analysis.models import (
     DEFAULT_ALPHA,

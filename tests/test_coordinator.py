@@ -11,7 +11,7 @@ import pytest
 from adapters.connect import connect
 from adapters.core import last_call
 from fxplat.catalog import BuildContext, build_host
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from services.analysis_coordinator.grpc import AnalysisCoordinatorGrpcClient
 from services.analysis_coordinator.models import Analysis, AnalysisRequest, CallStatus, ListAnalysesQuery
 from services.analysis_coordinator.rest import AnalysisCoordinatorRestClient

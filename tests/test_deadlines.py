@@ -11,7 +11,7 @@ import pytest
 from adapters.connect import connect
 from adapters.flags import Flags
 from fxplat.catalog import CATALOG, build_host, skins_host
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from services.analysis_coordinator.grpc import AnalysisCoordinatorGrpcClient
 from services.analysis_coordinator.models import AnalysisRequest, ListAnalysesQuery
 from services.analysis_coordinator.rest import AnalysisCoordinatorRestClient

@@ -23,7 +23,7 @@ from adapters.connect import connect
 from adapters.core import last_call
 from adapters.flags import Flags
 from fxplat.catalog import BuildContext, build_host
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from fxplat.runner import start_services
 from services.analysis_coordinator.models import AnalysisRequest
 from services.common import errors as E

@@ -23,7 +23,7 @@ from adapters.shadow import Shadower
 from adapters import shadow_worker
 from adapters.shadow_worker import ShadowWorker
 from fxplat.catalog import skins_host
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from services.backtesting.models import BacktestRequest
 from services.common.market_types import TimeRange, Timeframe
 from services.market_analysis.models import CandlesQuery, SummaryQuery

@@ -13,7 +13,7 @@ import pytest
 from adapters.connect import connect
 from adapters.flags import Flags
 from fxplat.catalog import BuildContext
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from fxplat.runner import start_services
 from services.analysis_coordinator.models import AnalysisRequest
 from services.common.market_types import TimeRange, Timeframe

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fxplat import config
+from transport import config
 from fxplat.catalog import BuildContext, build_host
 from services.common.errors import Unavailable
 from services.market_analysis.grpc import MarketAnalysisGrpcClient

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from adapters.breaker import AsyncBreaker
 from adapters.core import FlaggedCaller, MethodPolicy, transport_failure
 from adapters.shadow import Shadower
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from transport.client_factory import ClientFactory
 
 

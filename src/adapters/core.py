@@ -24,7 +24,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 from adapters.breaker import AsyncBreaker, BreakerOpen
 from adapters.shadow import Shadower
 from adapters.shadow_worker import Outcome, ShadowCall
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from services.common import errors as E
 from transport import context
 from transport.metrics import CLIENT_CALLS, CLIENT_CHOICES, CLIENT_FALLBACKS, CLIENT_LATENCY, CLIENT_RETRIES

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from adapters.connect import connect
 from adapters.core import CallRecord, last_call
-from fxplat import config
+from transport import config
 from fxplat.credentials import client_factory
 from services.analysis_coordinator.models import Analysis, AnalysisRequest, CallStatus
 from services.common.errors import InvalidArgument

@@ -277,7 +277,7 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
     from adapters.connect import connect
     from adapters.flags import Flags
     from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
-    from fxplat.config import Endpoint
+    from transport.config import Endpoint
     from services.common.market_types import Timeframe
     from services.market_analysis.grpc import MarketAnalysisGrpcClient, candles_query_to_pb
     from services.market_analysis.models import CandlePage, CandlesQuery

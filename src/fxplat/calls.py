@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from adapters.connect import KITS, connect
 from adapters.core import last_call
 from adapters.flags import Flags
-from fxplat import config
+from transport import config
 from fxplat.catalog import CATALOG
 from fxplat.credentials import client_factory
 from services.common.errors import InvalidArgument, NotFound

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 
 from adapters.canary import CanaryStore
 from adapters.shadow import Shadower
-from fxplat import config
+from transport import config
 from transport import ops
 from transport.auth import AuthConfig, include_guarded, scope_table
 from transport.client_factory import ClientFactory

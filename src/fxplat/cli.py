@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fxplat import config
+from transport import config
 
 app = typer.Typer(help="fxplat: Forex analysis services on REST and gRPC, with a feature-flagged migration layer.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fxplat import config
+from transport import config
 from fxplat.catalog import scopes
 from services.common.errors import InvalidArgument
 from transport.auth import SECRET_FILE, AuthConfig, AuthConfigError, MintedTokens, TokenSource, parse_ttl, static_token

@@ -12,7 +12,7 @@ from adapters.canary import database_url as canary_url
 from adapters.flags import Flags
 from adapters.shadow import Shadower
 from adapters.shadow_worker import ShadowWorker
-from fxplat import config
+from transport import config
 from fxplat.catalog import BuildContext, build_host, scopes
 from transport.auth import AuthConfig
 from transport.client_factory import ClientFactory

@@ -29,7 +29,7 @@ from adapters.flag_schema import (
 )
 from adapters.flags import Flags
 from adapters.unleash_admin import UnleashAdmin
-from fxplat.config import Endpoint
+from transport.config import Endpoint
 from services.market_analysis.models import CandlesQuery
 
 REQUIRED_ENV = ("UNLEASH_URL", "UNLEASH_API_TOKEN", "UNLEASH_ADMIN_URL", "UNLEASH_ADMIN_TOKEN")

@@ -1,5 +1,7 @@
-"""Where things are: the data directory, each service's endpoints (defaults from DESIGN.md, overridable by env) and
-the TLS files (FXPLAT_TLS_CERT / FXPLAT_TLS_KEY for servers, FXPLAT_TLS_CA for clients)."""
+"""Where things are and how servers stop: the one module that reads the platform's deployment settings, used by
+transport/, adapters/, the supervisor and the CLI alike. The data directory, each service's endpoints (defaults from
+DESIGN.md, overridable by env), the TLS files (FXPLAT_TLS_CERT / FXPLAT_TLS_KEY for servers, FXPLAT_TLS_CA for clients)
+and the drain settings (FXPLAT_DRAIN_DELAY_S, FXPLAT_GRACE_S)."""
 from __future__ import annotations
 
 import os
@@ -18,6 +20,11 @@ DEFAULT_PORTS = {  # (REST, gRPC)
     "analysis_coordinator": (8004, 50054),
 }
 DEFAULT_HOST = "127.0.0.1"
+# Draining (SIGTERM): readiness and gRPC health turn NOT_SERVING at once, the server keeps serving for the drain delay
+# (a load balancer's or Kubernetes' preStop window to notice), then refuses new calls and gives those in flight the
+# grace period. Kubernetes' terminationGracePeriodSeconds must exceed their sum.
+DEFAULT_DRAIN_DELAY_S = 0.0
+DEFAULT_GRACE_S = 5.0
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
@@ -39,6 +46,29 @@ def _env(service: str, what: str) -> str | None:
 
 def host() -> str:
     return os.environ.get("FXPLAT_HOST", DEFAULT_HOST)
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not 0 <= value <= 3600:
+        raise ValueError(f"{name} must be between 0 and 3600 seconds, not {raw!r}")
+    return value
+
+
+def drain_delay_s() -> float:
+    """FXPLAT_DRAIN_DELAY_S: seconds a stopping server keeps serving while reporting not ready."""
+    return _seconds("FXPLAT_DRAIN_DELAY_S", DEFAULT_DRAIN_DELAY_S)
+
+
+def grace_s() -> float:
+    """FXPLAT_GRACE_S: seconds calls in flight get to finish once a stopping server refuses new ones."""
+    return _seconds("FXPLAT_GRACE_S", DEFAULT_GRACE_S)
 
 
 def ports(service: str) -> tuple[int, int]:
