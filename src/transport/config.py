@@ -109,3 +109,90 @@ def endpoint(service: str) -> Endpoint:
     h = host()
     rest_url = _env(service, "REST_URL") or f"{'https' if tls_on() else 'http'}://{h}:{rest}"
     return Endpoint(rest_url, _env(service, "GRPC_TARGET") or f"{h}:{grpc}")
+
+
+# --- Every environment variable the platform reads ------------------------------------------------------------------
+# One registry, so code, manifests (deploy/k8s) and docs (docs/deployment.md) cannot drift: tests/test_env_registry.py
+# fails when the code reads a variable missing here (or one here is read nowhere), tests/test_manifests.py when a
+# manifest sets one missing here, and the configuration table in docs/deployment.md is generated from it
+# (scripts/gen_deploy.py). A new setting: read it where it belongs, add its line here, rerun the script.
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str  # FXPLAT_<SERVICE>_... stands for one variable per service (FXPLAT_MARKET_ANALYSIS_..., ...)
+    default: str  # what applies when unset, as a reader should see it
+    meaning: str
+    flag: str = ""  # the `fxplat up` option that sets the same thing, when it does not read this variable itself
+    read_by: str = ""  # "" = this package; else the library that reads it (we only document it)
+
+    def names(self) -> list[str]:
+        if "<SERVICE>" not in self.name:
+            return [self.name]
+        return [self.name.replace("<SERVICE>", service.upper()) for service in SERVICES]
+
+
+def _per_service(index: int) -> str:
+    return ", ".join(f"{s} {DEFAULT_PORTS[s][index]}" for s in SERVICES)
+
+
+ENV_VARS: tuple[EnvVar, ...] = (
+    # where services listen and are found
+    EnvVar("FXPLAT_HOST", DEFAULT_HOST, "Interface the servers listen on (0.0.0.0 in a container), and the host of "
+           "the default endpoints clients use."),
+    EnvVar("FXPLAT_<SERVICE>_REST_PORT", _per_service(0), "REST port of the service.", flag="--rest-port"),
+    EnvVar("FXPLAT_<SERVICE>_GRPC_PORT", _per_service(1), "gRPC port of the service.", flag="--grpc-port"),
+    EnvVar("FXPLAT_<SERVICE>_REST_URL", "http://FXPLAT_HOST:<REST port> (https:// with TLS)",
+           "Base URL callers reach the service's REST API at (a Kubernetes ClusterIP Service, a load balancer)."),
+    EnvVar("FXPLAT_<SERVICE>_GRPC_TARGET", "FXPLAT_HOST:<gRPC port>",
+           "gRPC target callers dial; dns:///name:port resolves every address and balances calls round_robin "
+           "(a headless Service)."),
+    # storage
+    EnvVar("FXPLAT_DATA_DIR", "$XDG_DATA_HOME/fxplat", "Data directory: SQLite files (without DATABASE_URL) and "
+           "dev mode's auth secret."),
+    EnvVar("XDG_DATA_HOME", "~/.local/share", "Base of the default data directory."),
+    EnvVar("DATABASE_URL", "SQLite files in the data directory", "postgresql://user:password@host/db stores "
+           "backtests, analyses and canary comparisons in PostgreSQL (needs the postgres extra)."),
+    # stopping
+    EnvVar("FXPLAT_DRAIN_DELAY_S", f"{DEFAULT_DRAIN_DELAY_S:g}", "Seconds a stopping server keeps serving while "
+           "/readyz and gRPC health report it not ready, so load balancers move away first."),
+    EnvVar("FXPLAT_GRACE_S", f"{DEFAULT_GRACE_S:g}", "Seconds calls in flight get to finish once a stopping server "
+           "refuses new ones."),
+    # TLS
+    EnvVar("FXPLAT_TLS_CERT", "unset (plaintext)", "Server certificate chain (PEM file); with FXPLAT_TLS_KEY both "
+           "transports serve TLS."),
+    EnvVar("FXPLAT_TLS_KEY", "unset", "Server private key (PEM file)."),
+    EnvVar("FXPLAT_TLS_CA", "unset", "CA bundle (PEM) clients verify servers with; endpoints become https://."),
+    # auth
+    EnvVar("FXPLAT_AUTH", "dev", "dev (a secret generated in the data directory), on (needs a key below) or off."),
+    EnvVar("FXPLAT_AUTH_SECRET", "unset", "HS256 shared secret (at least 32 characters) that signs and verifies "
+           "tokens."),
+    EnvVar("FXPLAT_AUTH_PUBLIC_KEY", "unset", "RS256 public key (PEM file) that verifies tokens."),
+    EnvVar("FXPLAT_AUTH_PRIVATE_KEY", "unset", "RS256 private key (PEM file) services sign their calls to each "
+           "other with."),
+    EnvVar("FXPLAT_SERVICE_TOKEN", "unset (services mint their own)", "A ready bearer token services send to each "
+           "other when they hold no signing key."),
+    EnvVar("FXPLAT_TOKEN", "unset (the CLI mints one in dev mode)", "Bearer token the CLI (call, analyze, status) "
+           "sends."),
+    # flags
+    EnvVar("FXPLAT_FLAGS", "./flags.yaml (else built-in defaults)", "Flags file; read live, so a mounted ConfigMap "
+           "edit applies within seconds."),
+    EnvVar("UNLEASH_URL", "unset (flags from the file)", "Unleash client API URL; the flags file is then only the "
+           "bootstrap."),
+    EnvVar("UNLEASH_API_TOKEN", "unset", "Unleash client (backend) token."),
+    EnvVar("UNLEASH_ADMIN_URL", "unset", "Unleash base URL for `python -m adapters.unleash_admin` (pushes flags.yaml "
+           "to the server)."),
+    EnvVar("UNLEASH_ADMIN_TOKEN", "unset", "Unleash admin token for adapters.unleash_admin."),
+    EnvVar("UNLEASH_PROJECT", "default", "Unleash project adapters.unleash_admin writes to."),
+    EnvVar("UNLEASH_ENVIRONMENT", "development", "Unleash environment adapters.unleash_admin writes to."),
+    # observability
+    EnvVar("FXPLAT_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)."),
+    EnvVar("FXPLAT_OTEL_EXPORTER", "off", "OpenTelemetry spans: off, console or otlp."),
+    EnvVar("OTEL_SERVICE_NAME", "fxplat.<service>", "Service name on the spans."),
+    EnvVar("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318", "Where OTLP spans go.",
+           read_by="opentelemetry-sdk"),
+)
+
+
+def env_names() -> set[str]:
+    """Every variable name the registry covers, per-service ones expanded."""
+    return {name for var in ENV_VARS for name in var.names()}
