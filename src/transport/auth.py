@@ -8,7 +8,9 @@ Health, reflection, /healthz, metrics and the OpenAPI docs are not RPCs of a met
 
 Configuration (AuthConfig.from_env): FXPLAT_AUTH = dev (default) | on | off; FXPLAT_AUTH_SECRET (HS256) or
 FXPLAT_AUTH_PUBLIC_KEY (RS256, a PEM file) to verify; FXPLAT_AUTH_PRIVATE_KEY (PEM file) to mint RS256 tokens;
-FXPLAT_SERVICE_TOKEN, a ready token for calls between services when they cannot mint their own.
+FXPLAT_SERVICE_TOKEN, a ready token for calls between services when they cannot mint their own;
+FXPLAT_AUTH_ACCEPT_SECRET, a second HS256 secret whose tokens are accepted too (never used to sign), for rotating the
+secret without a failed call (docs/deployment.md).
 """
 from __future__ import annotations
 
@@ -89,8 +91,9 @@ class TokenVerifier:
 
     _CACHE_MAX = 1024
 
-    def __init__(self, key: object, algorithm: str) -> None:
+    def __init__(self, key: object, algorithm: str, *, also: object = None) -> None:
         self._key, self._algorithm = key, algorithm
+        self._also = also  # a second key tokens may be signed with (key rotation)
         # Verified tokens -> (exp, scopes): services resend the same token on every call, and a signature check
         # costs ~35 µs (HS256) to ~100 µs (RS256) per call. Only tokens that verified are kept; expiry is rechecked.
         self._verified: dict[str, tuple[float, frozenset[str]]] = {}
@@ -111,8 +114,7 @@ class TokenVerifier:
         if (hit := self._verified.get(token)) is not None:
             return hit
         try:
-            claims = jwt.decode(token, self._key, algorithms=[self._algorithm], leeway=LEEWAY_S,
-                                options={"require": ["exp", "sub"]})
+            claims = self._decode(token)
         except jwt.ExpiredSignatureError:
             raise E.Unauthenticated("token expired", reason="TOKEN_EXPIRED") from None
         except jwt.InvalidTokenError as exc:
@@ -121,6 +123,18 @@ class TokenVerifier:
             self._verified.clear()
         hit = self._verified[token] = (float(claims["exp"]), frozenset(str(claims.get("scope", "")).split()))
         return hit
+
+    def _decode(self, token: str) -> dict:
+        def decode(key: object) -> dict:
+            return jwt.decode(token, key, algorithms=[self._algorithm], leeway=LEEWAY_S,
+                              options={"require": ["exp", "sub"]})
+
+        try:
+            return decode(self._key)
+        except jwt.InvalidSignatureError:
+            if self._also is None:
+                raise
+        return decode(self._also)  # signed with the other key of a rotation, or forged
 
 
 # --- configuration ---------------------------------------------------------------------------------------------------
@@ -142,6 +156,7 @@ class AuthConfig:
     public_key: str | None = field(default=None, repr=False)  # RS256 verification key (PEM)
     private_key: str | None = field(default=None, repr=False)  # RS256 signing key (PEM)
     service_token: str | None = field(default=None, repr=False)  # a ready token for calls between services
+    accept_secret: str | None = field(default=None, repr=False)  # HS256: also accepted, never signs (rotation)
     secret_file: Path | None = None  # where dev mode's secret came from
 
     @classmethod
@@ -150,7 +165,11 @@ class AuthConfig:
         if mode not in MODES:
             raise AuthConfigError(f"FXPLAT_AUTH must be one of {', '.join(MODES)}, not {mode!r}")
         config = cls(mode, env.get("FXPLAT_AUTH_SECRET") or None, _read_pem("FXPLAT_AUTH_PUBLIC_KEY", env),
-                     _read_pem("FXPLAT_AUTH_PRIVATE_KEY", env), env.get("FXPLAT_SERVICE_TOKEN") or None)
+                     _read_pem("FXPLAT_AUTH_PRIVATE_KEY", env), env.get("FXPLAT_SERVICE_TOKEN") or None,
+                     env.get("FXPLAT_AUTH_ACCEPT_SECRET") or None)
+        if config.accept_secret is not None and (len(config.accept_secret) < MIN_SECRET_CHARS or not config.secret):
+            raise AuthConfigError("FXPLAT_AUTH_ACCEPT_SECRET (a second HS256 secret, accepted while rotating) needs "
+                                  f"FXPLAT_AUTH_SECRET beside it, and at least {MIN_SECRET_CHARS} characters")
         if config.secret is not None and len(config.secret) < MIN_SECRET_CHARS:
             raise AuthConfigError(f"FXPLAT_AUTH_SECRET must be at least {MIN_SECRET_CHARS} characters "
                                   "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
@@ -199,7 +218,7 @@ class AuthConfig:
         if not self.enabled:
             return None
         if self.secret:
-            return TokenVerifier(self.secret, "HS256")
+            return TokenVerifier(self.secret, "HS256", also=self.accept_secret)
         if self.public_key:
             return TokenVerifier(self.public_key, "RS256")
         if self.private_key:

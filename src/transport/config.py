@@ -166,6 +166,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("FXPLAT_AUTH", "dev", "dev (a secret generated in the data directory), on (needs a key below) or off."),
     EnvVar("FXPLAT_AUTH_SECRET", "unset", "HS256 shared secret (at least 32 characters) that signs and verifies "
            "tokens."),
+    EnvVar("FXPLAT_AUTH_ACCEPT_SECRET", "unset", "A second HS256 secret whose tokens are accepted too (never used "
+           "to sign): the next or the previous key while rotating FXPLAT_AUTH_SECRET."),
     EnvVar("FXPLAT_AUTH_PUBLIC_KEY", "unset", "RS256 public key (PEM file) that verifies tokens."),
     EnvVar("FXPLAT_AUTH_PRIVATE_KEY", "unset", "RS256 private key (PEM file) services sign their calls to each "
            "other with."),
