@@ -198,3 +198,15 @@ async def test_the_pod_as_the_manifests_describe_it_starts_probes_ready_and_stop
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_deployment_guide_names_every_metric_and_no_other():
+    import re
+
+    source = (ROOT / "src" / "transport" / "metrics.py").read_text()
+    defined = set(re.findall(r'"(fxplat_[a-z_]+)"', source))
+    assert len(defined) >= 10
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    named = set(re.findall(r"\b(fxplat_[a-z_]+)", guide))
+    assert defined - named == set(), "metrics missing from docs/deployment.md's monitoring table"
+    assert named - defined == set(), "docs/deployment.md names metrics that src/transport/metrics.py does not define"
