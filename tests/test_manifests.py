@@ -146,6 +146,7 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+@pytest.mark.timeout(300)  # the startup probe allows 2 minutes, the stop 25 s
 async def test_the_pod_as_the_manifests_describe_it_starts_probes_ready_and_stops_in_time(docs, tmp_path):
     """The backtesting container's args and environment (settings ConfigMap, a Secret with a generated key; SQLite
     instead of the cluster's PostgreSQL, loopback instead of 0.0.0.0, free ports), run as a process: the three
