@@ -214,7 +214,11 @@ def _sorted_below_top(value, depth: int = 0):
 def examples(service: str, rpc: str, data: dict) -> dict[str, str]:
     rest_port, grpc_port = config.DEFAULT_PORTS[service]
     host = config.DEFAULT_HOST
-    req = asyncio.run(captured_rest_request(service, rpc, _request_message(service, rpc, data)))
+    loop = asyncio.new_event_loop()  # not asyncio.run: that would unset the caller's event loop (tests import this)
+    try:
+        req = loop.run_until_complete(captured_rest_request(service, rpc, _request_message(service, rpc, data)))
+    finally:
+        loop.close()
     query = unquote(req.url.query.decode()) if req.url.query else ""
     url = f"http://{host}:{rest_port}{unquote(req.url.path)}" + (f"?{query}" if query else "")
     curl = ["curl -sS --fail-with-body" + ("" if req.method == "GET" else f" -X {req.method}"),
