@@ -29,10 +29,10 @@ def bars() -> pd.DataFrame:
                          "volume": rng.integers(10, 500, N)}, index=index)
 
 
-def _import(tmp_path, text: str, *extra: str):
+def _import(tmp_path, text: str, *extra: str, symbol: str | None = "EURUSD"):
     path = tmp_path / "bars.csv"
     path.write_text(text)
-    result = CliRunner().invoke(app, ["data", "import", str(path), "--symbol", "EURUSD",
+    result = CliRunner().invoke(app, ["data", "import", str(path), *(["--symbol", symbol] if symbol else []),
                                       "--data-dir", str(tmp_path / "data"), *extra])
     return result, ImportedStore(tmp_path / "data")
 
@@ -105,10 +105,27 @@ def test_metatrader5_export_without_its_header(tmp_path, bars):
     _assert_imported(*_import(tmp_path, "\n".join(lines)), bars)
 
 
-def test_metatrader4_ticker_and_compact_date(tmp_path, bars):
+def test_metatrader4_ticker_and_compact_date_need_no_symbol(tmp_path, bars):
     lines = ["<TICKER>,<DTYYYYMMDD>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>",
              *["EURUSD," + line for line in _rows(bars, lambda t: [f"{t:%Y%m%d}", f"{t:%H%M%S}"])]]
-    _assert_imported(*_import(tmp_path, "\n".join(lines)), bars)
+    _assert_imported(*_import(tmp_path, "\n".join(lines), symbol=None), bars)
+
+
+@pytest.mark.parametrize(("tickers", "symbol", "message"), [
+    (None, None, "the file does not name its symbol: pass it (--symbol EURUSD)"),
+    ("EURUSD", "GBPUSD", "the file's bars are EURUSD, not GBPUSD"),
+    ("mixed", None, "line 3: column 'symbol': GBPUSD, but line 2 says EURUSD; import one symbol per file"),
+])
+def test_the_symbol_from_the_file_or_the_option_must_agree(tmp_path, bars, tickers, symbol, message):
+    rows = _rows(bars, lambda t: [f"{t:%Y-%m-%d %H:%M}"])
+    if tickers is None:
+        lines = ["time,open,high,low,close,volume", *rows]
+    else:
+        names = ["EURUSD", "GBPUSD"] if tickers == "mixed" else [tickers] * 2
+        lines = ["symbol,time,open,high,low,close,volume", *[f"{names[min(i, 1)]},{r}" for i, r in enumerate(rows)]]
+    result, store = _import(tmp_path, "\n".join(lines), symbol=symbol)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert store.symbols() == []
 
 
 def test_dukascopy_gmt_time_day_first(tmp_path, bars):

@@ -144,7 +144,8 @@ def token(
 def data_import(
     file: Annotated[Path, typer.Argument(help="CSV of bars: time (or date, time), open, high, low, close[, volume]; "
                                               "header optional; , ; or tab; pandas and MetaTrader exports as they are.")],
-    symbol: Annotated[str, typer.Option("--symbol", help="Symbol the file holds, e.g. EURUSD.")],
+    symbol: Annotated[Optional[str], typer.Option("--symbol", help="Symbol the file holds, e.g. EURUSD (needed unless "
+                                                                "the file has a ticker/symbol column).")] = None,
     timeframe: Annotated[Optional[str], typer.Option("--timeframe", help="M1..D1; inferred from the times if omitted.")] = None,
     data_dir: DataDir = None,
 ) -> None:

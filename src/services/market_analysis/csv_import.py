@@ -12,7 +12,8 @@ What is recognised without options
   timestamp, `Gmt time` (Dukascopy), `DTYYYYMMDD`; date and time in two columns are joined; an empty first name is
   an unnamed index (pandas `df.to_csv()` with a DatetimeIndex) and holds the time when no column is named so.
   open, high, low, close required; volume from volume, tickvol, tick_volume, vol or real_volume (0 when absent).
-  Other columns are ignored.
+  A ticker, symbol or instrument column names the symbol (one per file), so none needs to be given. Other columns
+  are ignored.
 * Times: ISO-8601 with or without a zone (naive = UTC); `2025.01.02 13:00` (MetaTrader); `20250102 130000`;
   `02.01.2025 13:00:00.000` (day first, as Dukascopy writes it); `01/02/2025` and `01-02-2025` when some date in the
   file settles the day/month order (else an error says so); unix seconds, or milliseconds when >= 1e11.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,13 @@ PRICE_COLUMNS = ("open", "high", "low", "close")
 TIME_NAMES = ("time", "date", "datetime", "timestamp", "gmttime", "dtyyyymmdd")  # first present wins
 DATE_NAMES = ("date", "dtyyyymmdd")  # joined with a `time` column when both exist
 VOLUME_NAMES = ("volume", "tickvol", "tickvolume", "vol", "realvolume")
+SYMBOL_NAMES = ("ticker", "symbol", "instrument")  # a column naming the symbol: then --symbol is not needed
 SEPARATORS = ("\t", ";", ",", "|")
 SNIFF_LINES = 20
 MIN_FIELDS = 4  # a bar needs at least open, high, low, close
 EPOCH_MILLIS_THRESHOLD = 1e11  # larger plain numbers are milliseconds (1e11 s would be the year 5138)
 MAX_REPORTED_PROBLEMS = 10
-_COLUMN_ORDER = ("time", *PRICE_COLUMNS, "volume")
+_COLUMN_ORDER = ("symbol", "time", *PRICE_COLUMNS, "volume")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class ParsedBars:
     volume: np.ndarray
     line: np.ndarray
     digits: int
+    symbol: str | None = None  # what the file's ticker/symbol column says, if it has one
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,28 @@ def parse_text(text: str, name: str = "the file") -> ParsedBars:
             if column != "time" and sep != ",":
                 values = values.str.replace(",", ".", regex=False)  # decimal comma
             cells[column] = values.to_numpy(dtype=object)
-    return _validate(cells, lines, layout.time_label)
+    bars = _validate(cells, lines, layout.time_label)
+    return bars if "symbol" not in cells else replace(bars, symbol=_one_symbol(cells["symbol"], lines))
+
+
+def _one_symbol(cells: np.ndarray, lines: np.ndarray) -> str:
+    names = pd.Series(cells, dtype=object).astype(str).str.strip().str.upper().to_numpy()
+    other = np.flatnonzero(names != names[0])
+    if len(other):
+        k = other[0]
+        raise InvalidArgument(f"line {lines[k]}: column 'symbol': {names[k]}, but line {lines[0]} says {names[0]}; "
+                              "import one symbol per file", violations=[FieldViolation("file", f"line {lines[k]}")])
+    return str(names[0])
+
+
+def symbol_of(bars: ParsedBars, given: str | None) -> str:
+    """The symbol to store the bars under: `given`, else the one the file names; an error when neither says, or
+    when they disagree."""
+    if given and bars.symbol and given.strip().upper() != bars.symbol:
+        raise InvalidArgument(f"the file's bars are {bars.symbol}, not {given}", field="symbol")
+    if not given and not bars.symbol:
+        raise InvalidArgument("the file does not name its symbol: pass it (--symbol EURUSD)", field="symbol")
+    return given or bars.symbol
 
 
 def sniff_separator(body: str) -> str:
@@ -181,6 +205,8 @@ def _header_layout(header: list[str]) -> Layout:
         found[name] = index[name]
     if volume := next((n for n in VOLUME_NAMES if n in index), None):
         found["volume"] = index[volume]
+    if ticker := next((n for n in SYMBOL_NAMES if n in index), None):
+        found["symbol"] = index[ticker]
     return Layout(found, header=True, time_label=label)
 
 

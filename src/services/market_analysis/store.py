@@ -89,13 +89,15 @@ def validate_symbol(symbol: str) -> str:
 # --- import ----------------------------------------------------------------------------------------------------------
 
 
-def import_csv(path: Path, symbol: str, timeframe: Timeframe | str | None, data_dir: Path) -> ImportReport:
-    """Validate the whole CSV at `path`, then store it as the bars of `symbol` at `timeframe` (inferred when None),
-    replacing any previous import of that symbol and timeframe. Raises InvalidArgument and writes nothing when any
-    row is bad (see the module docstring for the format)."""
-    symbol = validate_symbol(symbol)
+def import_csv(path: Path, symbol: str | None, timeframe: Timeframe | str | None, data_dir: Path) -> ImportReport:
+    """Validate the whole CSV at `path`, then store it as the bars of `symbol` (None: the file's ticker column) at
+    `timeframe` (inferred when None), replacing any previous import of that symbol and timeframe. Raises
+    InvalidArgument and writes nothing when any row is bad (see csv_import for the formats)."""
+    if symbol is not None:
+        validate_symbol(symbol)
     tf = Timeframe.parse(timeframe) if timeframe is not None else None
     bars = csv_import.read(Path(path))
+    symbol = validate_symbol(csv_import.symbol_of(bars, symbol))
     tf = csv_import.check_timeframe(bars, tf)
     replaced = _write(db_path(data_dir), symbol, tf, bars, source=str(path))
     return ImportReport(
