@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = "proto/forex/market_analysis/v1/market_analysis.proto"
+pytestmark = pytest.mark.timeout(300)  # several buf runs per test, each a Go process reading every proto
 
 
 @pytest.fixture
