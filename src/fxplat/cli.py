@@ -142,8 +142,10 @@ def token(
 
 @data_app.command("import")
 def data_import(
-    file: Annotated[Path, typer.Argument(help="CSV with a header: time/date/datetime/timestamp, open, high, low, close[, volume].")],
-    symbol: Annotated[str, typer.Option("--symbol", help="Symbol the file holds, e.g. EURUSD.")],
+    file: Annotated[Path, typer.Argument(help="CSV of bars: time (or date, time), open, high, low, close[, volume]; "
+                                              "header optional; , ; or tab; pandas and MetaTrader exports as they are.")],
+    symbol: Annotated[Optional[str], typer.Option("--symbol", help="Symbol the file holds, e.g. EURUSD (needed unless "
+                                                                "the file has a ticker/symbol column).")] = None,
     timeframe: Annotated[Optional[str], typer.Option("--timeframe", help="M1..D1; inferred from the times if omitted.")] = None,
     data_dir: DataDir = None,
 ) -> None:

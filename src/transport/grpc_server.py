@@ -11,10 +11,9 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import DomainError
-from transport import context, drain, errors, logs, tracing
+from transport import context, drain, errors, logs, reflection, tracing
 from transport.auth import TokenVerifier
 from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
@@ -140,7 +139,7 @@ async def create_server(
     server.add_generic_rpc_handlers(list(services.values()))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable(server, list(services), [health.SERVICE_NAME])  # v1 and v1alpha
     address = f"{host}:{port}"
     bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if bound == 0:

@@ -59,6 +59,8 @@ class AnalysisCoordinatorServiceServicer:
     def RunAnalysis(self, request, context):
         """Runs an analysis: market summaries, causality and correlations, and a backtest per symbol, concurrently.
         Idempotent by idempotency_key: the same key returns the stored analysis and never runs twice.
+        Errors: INVALID_ARGUMENT (1..6 distinct symbols, strategy, parameters, range or idempotency_key malformed),
+        NOT_FOUND (unknown symbol)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -66,6 +68,7 @@ class AnalysisCoordinatorServiceServicer:
 
     def GetAnalysis(self, request, context):
         """Returns a stored analysis by id.
+        Errors: NOT_FOUND (no analysis with this id)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,6 +76,7 @@ class AnalysisCoordinatorServiceServicer:
 
     def ListAnalyses(self, request, context):
         """Lists stored analyses, newest first, one page at a time.
+        Errors: INVALID_ARGUMENT (page_size out of range, a page_token not from this list)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -65,6 +65,9 @@ class BacktestingServiceServicer:
         """Runs a backtest and stores its result. With an idempotency_key the call is safe to retry: a key already stored
         returns the stored backtest without running again; the same key with a different request fails with
         FAILED_PRECONDITION (ErrorInfo reason IDEMPOTENCY_KEY_REUSED).
+        Errors: INVALID_ARGUMENT (unknown strategy or parameter, costs or equity out of bounds, a range over the bar
+        limit, idempotency_key too long), NOT_FOUND (unknown symbol), FAILED_PRECONDITION (idempotency_key already used
+        for another request), UNAVAILABLE (Market Analysis cannot be reached)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +75,7 @@ class BacktestingServiceServicer:
 
     def GetBacktest(self, request, context):
         """Returns one stored backtest with its trades and equity curve; NOT_FOUND (field "id") if there is none.
+        Errors: NOT_FOUND (no backtest with this id)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -79,6 +83,7 @@ class BacktestingServiceServicer:
 
     def ListBacktests(self, request, context):
         """Lists stored backtests, newest first, as summaries (no trades, no equity curve).
+        Errors: INVALID_ARGUMENT (page_size out of range, a page_token not from this list)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,6 +91,7 @@ class BacktestingServiceServicer:
 
     def DeleteBacktest(self, request, context):
         """Deletes a stored backtest; NOT_FOUND (field "id") if there is none.
+        Errors: NOT_FOUND (no backtest with this id)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -62,28 +62,36 @@ class CausalAnalysisServiceServicer:
     """
 
     def GrangerCausality(self, request, context):
-        """Tests Granger causality for each pair in both directions, with Benjamini-Hochberg correction (POST /v1/granger).
+        """Tests Granger causality for each pair in both directions, with Benjamini-Hochberg correction.
+        Errors: INVALID_ARGUMENT (pairs, max_lag, alpha, timeframe or range out of bounds; a series too short or
+        constant), NOT_FOUND (unknown symbol), UNAVAILABLE (Market Analysis cannot be reached)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CorrelationMatrix(self, request, context):
-        """Pearson and Spearman correlation matrices of several symbols (POST /v1/correlations).
+        """Pearson and Spearman correlation matrices of several symbols.
+        Errors: INVALID_ARGUMENT (fewer than two or repeated symbols, timeframe or range out of bounds, too few bars),
+        NOT_FOUND (unknown symbol), UNAVAILABLE (Market Analysis cannot be reached)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RollingCorrelation(self, request, context):
-        """Correlation of a pair over a trailing window, bar by bar (POST /v1/rolling-correlation).
+        """Correlation of a pair over a trailing window, bar by bar.
+        Errors: INVALID_ARGUMENT (pair, window, timeframe or range out of bounds, fewer bars than the window), NOT_FOUND
+        (unknown symbol), UNAVAILABLE (Market Analysis cannot be reached)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LeadLag(self, request, context):
-        """Which symbol of a pair leads the other, by how many bars, from their cross-correlation (POST /v1/lead-lag).
+        """Which symbol of a pair leads the other, by how many bars, from their cross-correlation.
+        Errors: INVALID_ARGUMENT (pair, max_lag, timeframe or range out of bounds, too few bars), NOT_FOUND (unknown
+        symbol), UNAVAILABLE (Market Analysis cannot be reached)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -70,6 +70,8 @@ class MarketAnalysisServiceServicer:
 
     def GetCandles(self, request, context):
         """Returns OHLCV bars of one symbol in a time range, one page at a time (up to 200,000 bars per page).
+        Errors: INVALID_ARGUMENT (symbol, timeframe, range, limit or page_token is malformed or out of range), NOT_FOUND
+        (unknown symbol)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,6 +79,8 @@ class MarketAnalysisServiceServicer:
 
     def ComputeIndicators(self, request, context):
         """Computes technical indicators over a symbol's bars.
+        Errors: INVALID_ARGUMENT (no or too many indicators, an unknown indicator or parameter, a range over 200,000
+        bars), NOT_FOUND (unknown symbol)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,6 +88,8 @@ class MarketAnalysisServiceServicer:
 
     def AnalyzeMarket(self, request, context):
         """Summarises a symbol's recent market: trend, volatility, regime, support and resistance.
+        Errors: INVALID_ARGUMENT (symbol, timeframe or range is malformed, or too few bars to analyse), NOT_FOUND
+        (unknown symbol)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
