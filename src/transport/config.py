@@ -36,7 +36,7 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     else:
         path = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "fxplat"
     path = path.expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: tokens' secret, market data, backtests
     return path
 
 
@@ -109,3 +109,35 @@ def endpoint(service: str) -> Endpoint:
     h = host()
     rest_url = _env(service, "REST_URL") or f"{'https' if tls_on() else 'http'}://{h}:{rest}"
     return Endpoint(rest_url, _env(service, "GRPC_TARGET") or f"{h}:{grpc}")
+
+
+# --- input limits (transport.limits) -----------------------------------------------------------------------------------
+# What one request may weigh. The API's requests are small (the largest real one, a RunAnalysis of 20 symbols, is
+# ~1 KB); answers are what grow. Defaults leave wide room and stop a body of hundreds of MB before it is read.
+DEFAULT_MAX_BODY_BYTES = 4 << 20  # REST request body and gRPC request message: 4 MiB (gRPC's own default)
+DEFAULT_MAX_HEADER_BYTES = 32 << 10  # all REST request headers together: 32 KiB
+DEFAULT_MAX_TOKEN_BYTES = 8 << 10  # the bearer token: 8 KiB (a JWT with every scope is ~300 bytes)
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+
+
+def _bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1024:
+        raise ValueError(f"{name} must be a whole number of bytes, at least 1024, not {raw!r}")
+    return int(raw)
+
+
+def input_limits() -> InputLimits:
+    """FXPLAT_MAX_BODY_BYTES (REST body and gRPC request message), FXPLAT_MAX_HEADER_BYTES (REST headers together),
+    FXPLAT_MAX_TOKEN_BYTES (bearer token)."""
+    return InputLimits(_bytes("FXPLAT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+                       _bytes("FXPLAT_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES),
+                       _bytes("FXPLAT_MAX_TOKEN_BYTES", DEFAULT_MAX_TOKEN_BYTES))

@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common import storage
+from services.common.errors import FieldViolation, InvalidArgument, quoted
 from services.common.market_types import CandleSeries, Timeframe, from_unix
 
 DB_FILE = "market.sqlite"
@@ -100,7 +101,7 @@ def validate_symbol(symbol: str) -> str:
     normalized = str(symbol).strip().upper()
     if not SYMBOL_PATTERN.fullmatch(normalized):
         raise InvalidArgument(
-            f"invalid symbol {symbol!r}: use 3 to 12 letters or digits, e.g. EURUSD", field="symbol"
+            f"invalid symbol {quoted(symbol)}: use 3 to 12 letters or digits, e.g. EURUSD", field="symbol"
         )
     return normalized
 
@@ -331,7 +332,7 @@ def _validate(cells: dict[str, np.ndarray], lines: np.ndarray, time_label: str) 
 
 def _describe_bad(column: str, text: str, what: str) -> str:
     text = str(text).strip()
-    return f"column '{column}': missing value" if not text else f"column '{column}': {text!r} {what}"
+    return f"column '{column}': missing value" if not text else f"column '{column}': {quoted(text)} {what}"
 
 
 _BAD_TIME = np.iinfo(np.int64).min
@@ -403,7 +404,7 @@ def _check_timeframe(bars: ParsedBars, tf: Timeframe | None) -> Timeframe:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    storage.private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     conn.executescript(_SCHEMA)
     return conn
