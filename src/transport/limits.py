@@ -93,19 +93,26 @@ class RequestLimits:
 
     async def _refuse(self, scope, receive, send, err: E.DomainError) -> None:
         # Named after its route when it has one, so the refusal is counted with the RPC it was aimed at.
-        router = scope["app"].router if "app" in scope else None
-        for route in getattr(router, "routes", ()):
-            if route.matches(scope)[0] == Match.FULL:
-                scope["route"] = route
-                break
-        # connection: close, because the unread body still follows this request on the connection.
-        headers = {"connection": "close"}
+        if (route := _route_of(getattr(scope.get("app"), "routes", ()), scope)) is not None:
+            scope["route"] = route
+        # The connection stays open: the server discards the unread rest of the body as it arrives (no memory),
+        # and the client, which most often writes its whole body before reading, gets this answer, not a reset.
         body = orjson.dumps(errors.to_problem(err))
         await send({"type": "http.response.start", "status": errors.http_status(err),
                     "headers": [(b"content-type", errors.PROBLEM_CONTENT_TYPE.encode()),
-                                (b"content-length", str(len(body)).encode()),
-                                *((k.encode(), v.encode()) for k, v in headers.items())]})
+                                (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _route_of(routes, scope):
+    """The route that would serve `scope`, looking inside included routers (FastAPI keeps them as one entry each)."""
+    for route in routes:
+        if (inner := getattr(route, "original_router", None)) is not None:
+            if (found := _route_of(inner.routes, scope)) is not None:
+                return found
+        elif route.matches(scope)[0] == Match.FULL:
+            return route
+    return None
 
 
 def _body_too_large(size: int | None, limit: int) -> E.ResourceExhausted:
