@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 
 import httpx
@@ -59,12 +60,15 @@ def pytest_runtest_setup(item):
         _recorder.test, _recorder.count = item.nodeid, 0
 
 
+_ID = re.compile(r"[0-9a-f]{32}")  # a stored resource's id, wherever it is quoted (paths, messages)
+
+
 def _masked(value):
     if isinstance(value, dict):
         return {k: "<volatile>" if k in _VOLATILE else _masked(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v) for v in value]
-    return value
+    return _ID.sub("<id>", value) if isinstance(value, str) else value
 
 
 def compare(old_path: str, new_path: str) -> int:
@@ -80,8 +84,8 @@ def compare(old_path: str, new_path: str) -> int:
             same += 1
             continue
         ja, jb = (json.loads(base64.b64decode(r["body"]) or b"null") for r in (a, b))
-        if (a["method"], a["url"].split("?")[0], a["status"], _masked(ja)) == \
-                (b["method"], b["url"].split("?")[0], b["status"], _masked(jb)):
+        if (a["method"], _masked(a["url"].split("?")[0]), a["status"], _masked(ja)) == \
+                (b["method"], _masked(b["url"].split("?")[0]), b["status"], _masked(jb)):
             volatile += 1
         else:
             different.append(key)
@@ -90,6 +94,9 @@ def compare(old_path: str, new_path: str) -> int:
           f"{volatile}; otherwise different: {len(different)}")
     for key in different[:20]:
         print("  DIFFERENT", key, old[key]["method"], old[key]["url"][:120], old[key]["status"], new[key]["status"])
+        if os.environ.get("SHOW"):
+            print("    old:", base64.b64decode(old[key]["body"])[:3000])
+            print("    new:", base64.b64decode(new[key]["body"])[:3000])
     return 1 if different else 0
 
 

@@ -183,6 +183,24 @@ class _CallContext:
             context.request_id.reset(token)
 
 
+def _document_400_not_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 on every operation with parameters, but its validation errors leave as the 400
+    problem+json every router declares: drop the 422 and its schemas, so the document lists only real answers."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = build()
+            for operations in doc.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                doc.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(service: str, title: str, description: str, version: str = "1.0.0") -> FastAPI:
     # No slash redirects: a 307 to another path is not an answer a client of an RPC-shaped API can act on.
     app = FastAPI(title=title, description=description, version=version, default_response_class=JSONBytes,
@@ -210,6 +228,7 @@ def create_app(service: str, title: str, description: str, version: str = "1.0.0
             return problem_response(err, {"allow": allow})
         return problem_response(err, exc.headers)
 
+    _document_400_not_422(app)
     ops.install(app)
     app.add_middleware(limits.RequestLimits)  # inside _CallContext, so a refusal is logged and counted like any call
     app.add_middleware(_CallContext, service=service)
