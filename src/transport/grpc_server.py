@@ -55,6 +55,7 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: dr
                 for code in ("OK", "CANCELLED", *errors.TABLE)}
     latency = SERVER_LATENCY.labels(service, method.name, "grpc")
     in_flight = SERVER_IN_FLIGHT.labels(service, "grpc")
+    token_size = limits.TokenSize()
 
     async def handler(raw: bytes, ctx: grpc.aio.ServicerContext):
         if not gate.open:  # the service is stopping: calls in flight finish, new ones go elsewhere
@@ -72,7 +73,7 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: dr
                                                 context.parse_timeout_header(md.get(context.TIMEOUT_HEADER)))):
                 try:
                     if auth is not None:
-                        auth.check(md.get("authorization"), method.scope)
+                        auth.check(token_size.check(md.get("authorization")), method.scope)
                     return await method.call(limits.decode(method.request_type, raw))  # parsed after auth
                 except DomainError as exc:
                     failure = exc

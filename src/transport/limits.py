@@ -51,9 +51,7 @@ class RequestLimits:
             if name == b"content-length":
                 length = value
             elif name == b"authorization" and len(value) > lim.token_bytes + 7:  # "Bearer "
-                return await self._refuse(scope, receive, send, E.ResourceExhausted(
-                    f"the bearer token is {len(value):,} bytes; the limit is {lim.token_bytes:,}",
-                    field="authorization", reason=TOKEN_TOO_LARGE))
+                return await self._refuse(scope, receive, send, _token_too_large(len(value), lim.token_bytes))
             elif name == b"transfer-encoding":
                 chunked = True
         if head_bytes > lim.header_bytes:
@@ -104,6 +102,11 @@ class RequestLimits:
         await send({"type": "http.response.body", "body": body})
 
 
+def _token_too_large(size: int, limit: int) -> E.ResourceExhausted:
+    return E.ResourceExhausted(f"the bearer token is {size:,} bytes; the limit is {limit:,}", field="authorization",
+                               reason=TOKEN_TOO_LARGE)
+
+
 def _route_of(routes, scope):
     """The route that would serve `scope`, looking inside included routers (FastAPI keeps them as one entry each)."""
     for route in routes:
@@ -122,6 +125,19 @@ def _body_too_large(size: int | None, limit: int) -> E.ResourceExhausted:
 
 
 # --- gRPC: the request message ---------------------------------------------------------------------------------------
+
+class TokenSize:
+    """The bearer token limit on gRPC (the core refuses any metadata value over 16 KiB by itself): `check` returns the
+    `authorization` value, or raises RESOURCE_EXHAUSTED as REST's middleware does."""
+
+    def __init__(self, limits: config.InputLimits | None = None) -> None:
+        self.limit = (limits or config.input_limits()).token_bytes + 7  # "Bearer "
+
+    def check(self, authorization: str | None) -> str | None:
+        if authorization is not None and len(authorization) > self.limit:
+            raise _token_too_large(len(authorization), self.limit - 7)
+        return authorization
+
 
 def decode(request_type, data: bytes):
     """`data` parsed as `request_type`, or INVALID_ARGUMENT saying it is not one."""
