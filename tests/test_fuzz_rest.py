@@ -20,7 +20,7 @@ from fuzz_platform import EXAMPLES, threaded_platform  # noqa: F401  (the fixtur
 # Refusals of schema-valid requests that only the server can judge: the range's start before its end, a page token
 # it issued, parameters that depend on the chosen indicator or strategy, a pair of two different symbols, symbols
 # distinct once upper-cased.
-CONTEXTUAL = re.compile(r"range|page_token|(indicators\[\d+\]\.)?params(\..+)?|pairs\[\d+\]|pair|symbols\[\d+\]")
+CONTEXTUAL = re.compile(r"range|page_token|(indicators\[\d+\]\.)?params(\..*)?|pairs\[\d+\]|pair|symbols\[\d+\]")
 SERVICES = ("market_analysis", "causal_analysis", "backtesting", "analysis_coordinator")
 
 
@@ -53,8 +53,9 @@ def test_every_operation_against_its_schema(threaded_platform, service, mode):  
 
         try:
             run()
-        except Exception as exc:  # collect every operation's first failure, then report them all
-            failures.append(f"{operation.method.upper()} {operation.path}: {exc}"[:2000])
+        except Exception as exc:  # collect every operation's failures, then report them all
+            found = "\n".join(str(e)[:1500] for e in getattr(exc, "exceptions", [exc]))
+            failures.append(f"{operation.method.upper()} {operation.path}: {found}")
         assert calls > 0, f"{operation.path}: no example was generated"
     assert not failures, "\n\n".join(failures)
     assert 401 not in statuses and 403 not in statuses, "the fuzzer's token was refused"
