@@ -28,7 +28,8 @@ _INT32 = st.one_of(st.integers(-10, 1000), st.sampled_from([-(2**31), 2**31 - 1]
 _DOUBLE = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                     st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 5e-324, 0.0, 0.5]))
 _SCALARS = {
-    F.TYPE_DOUBLE: _DOUBLE, F.TYPE_FLOAT: _DOUBLE.map(lambda v: v if not math.isfinite(v) or abs(v) < 3e38 else math.inf),
+    F.TYPE_DOUBLE: _DOUBLE,
+    F.TYPE_FLOAT: _DOUBLE.map(lambda v: v if not math.isfinite(v) or abs(v) < 3e38 else math.inf),
     F.TYPE_INT64: _INT64, F.TYPE_SINT64: _INT64, F.TYPE_SFIXED64: _INT64,
     F.TYPE_UINT64: st.integers(0, 2**64 - 1), F.TYPE_FIXED64: st.integers(0, 2**64 - 1),
     F.TYPE_INT32: _INT32, F.TYPE_SINT32: _INT32, F.TYPE_SFIXED32: _INT32, F.TYPE_ENUM: _INT32,

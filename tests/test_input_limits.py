@@ -258,7 +258,9 @@ async def test_a_100_mb_body_is_refused_413_fast_and_without_memory(tmp_path):
                 elapsed = time.perf_counter() - start
                 assert resp.status_code == 413, resp.text
                 assert elapsed < 1.0, f"{elapsed:.2f} s to refuse 100 MB ({'announced' if announced else 'chunked'})"
+                print(f"100 MB {'with Content-Length' if announced else 'chunked'}: 413 in {elapsed * 1000:.0f} ms")
             grown_mb = (_rss_kb(server.pid) - rss_before) / 1024
+            print(f"server RSS grew {grown_mb:.1f} MB")
             assert grown_mb < 8, f"server memory grew {grown_mb:.1f} MB"
             assert (await http.get("/v1/symbols")).status_code == 200  # still serving
     finally:

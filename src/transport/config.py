@@ -111,7 +111,7 @@ def endpoint(service: str) -> Endpoint:
     return Endpoint(rest_url, _env(service, "GRPC_TARGET") or f"{h}:{grpc}")
 
 
-# --- input limits (transport.limits) -----------------------------------------------------------------------------------
+# --- input limits (transport.limits) --------------------------------------------------------------------------------
 # What one request may weigh. The API's requests are small (the largest real one, a RunAnalysis of 20 symbols, is
 # ~1 KB); answers are what grow. Defaults leave wide room and stop a body of hundreds of MB before it is read.
 DEFAULT_MAX_BODY_BYTES = 4 << 20  # REST request body and gRPC request message: 4 MiB (gRPC's own default)

@@ -124,7 +124,7 @@ def _body_too_large(size: int | None, limit: int) -> E.ResourceExhausted:
                                reason=BODY_TOO_LARGE)
 
 
-# --- gRPC: the request message ---------------------------------------------------------------------------------------
+# --- gRPC: the token and the request message ------------------------------------------------------------------------
 
 class TokenSize:
     """The bearer token limit on gRPC (the core refuses any metadata value over 16 KiB by itself): `check` returns the
@@ -150,8 +150,6 @@ def decode(request_type, data: bytes):
 
 # --- values ----------------------------------------------------------------------------------------------------------
 
-MIN_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
-MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
 MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799  # google.protobuf.Timestamp's range (years 1..9999)
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 

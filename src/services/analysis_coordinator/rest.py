@@ -12,8 +12,8 @@ from fastapi import APIRouter, Header, Path, Query
 from pydantic import BaseModel, Field
 
 from services.analysis_coordinator.models import (
-    DEFAULT_PAGE_SIZE, DEFAULT_STRATEGY, MAX_PAGE_SIZE, MAX_SYMBOLS, MIN_SYMBOLS, Analysis, AnalysisCoordinator, AnalysisPage, AnalysisRequest,
-    AnalysisSummary, CallStatus, ComponentCall, ListAnalysesQuery,
+    DEFAULT_PAGE_SIZE, DEFAULT_STRATEGY, MAX_PAGE_SIZE, MAX_SYMBOLS, MIN_SYMBOLS, Analysis, AnalysisCoordinator,
+    AnalysisPage, AnalysisRequest, AnalysisSummary, CallStatus, ComponentCall, ListAnalysesQuery,
 )
 from services.backtesting import rest as backtesting_json
 from services.backtesting.models import MAX_IDEMPOTENCY_KEY_LENGTH, STRATEGY_DEFAULTS
@@ -149,7 +149,8 @@ def router(impl: AnalysisCoordinator) -> APIRouter:
     @api.post("/analyses", response_model=AnalysisEnvelope, name="RunAnalysis",
               summary="Run an analysis across market analysis, causal analysis and backtesting")
     async def run_analysis(body: AnalysisIn, idempotency_key: Annotated[str, Header(
-            alias=IDEMPOTENCY_HEADER, json_schema_extra={"maxLength": MAX_IDEMPOTENCY_KEY_LENGTH}, description="makes the call safe to retry: a key already used returns the "
+            alias=IDEMPOTENCY_HEADER, json_schema_extra={"maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+            description="makes the call safe to retry: a key already used returns the "
                                                   "stored analysis without running again")] = ""):
         request = AnalysisRequest(tuple(body.symbols), Timeframe.parse(body.timeframe), TimeRange(body.start, body.end),
                                   body.strategy, dict(body.params), idempotency_key)

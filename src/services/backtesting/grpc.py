@@ -111,7 +111,8 @@ def list_query_from_pb(m: pb.ListBacktestsRequest) -> ListBacktestsQuery:
         return pc.timestamp_from_pb(getattr(m, name), name) if m.HasField(name) else None
 
     return ListBacktestsQuery(
-        symbol=m.symbol, strategy=m.strategy, created_after=when("created_after"), created_before=when("created_before"),
+        symbol=m.symbol, strategy=m.strategy,
+        created_after=when("created_after"), created_before=when("created_before"),
         page_size=m.page_size or DEFAULT_PAGE_SIZE, page_token=m.page_token)
 
 

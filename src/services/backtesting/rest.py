@@ -180,7 +180,8 @@ def backtest_from_json(d: dict) -> Backtest:
 
 IdPath = Annotated[str, Path(alias="id", description="backtest id")]
 IdempotencyKeyHeader = Annotated[str, Header(
-    alias=IDEMPOTENCY_HEADER, json_schema_extra={"maxLength": MAX_IDEMPOTENCY_KEY_LENGTH}, description="up to 255 characters; a key already stored returns that backtest instead of "
+    alias=IDEMPOTENCY_HEADER, json_schema_extra={"maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+    description="up to 255 characters; a key already stored returns that backtest instead of "
                                           "running again (same key, other request: 400 IDEMPOTENCY_KEY_REUSED)")]
 AfterQ = Annotated[Timestamp | None, Query(description="created at or after, ISO-8601 (UTC if no offset)")]
 BeforeQ = Annotated[Timestamp | None, Query(description="created before, ISO-8601 (UTC if no offset)")]

@@ -37,7 +37,8 @@ from services.market_analysis.models import (
 from transport import rest_client
 from transport.limits import Timestamp
 from transport.rest_app import (
-    PROBLEM_RESPONSES, SYMBOL_SCHEMA, TIMEFRAME_SCHEMA, JSONBytes, bounded, from_nullable, one_of, iso_time, iso_times, nullable, parse_time, unix_times,
+    PROBLEM_RESPONSES, SYMBOL_SCHEMA, TIMEFRAME_SCHEMA, JSONBytes, bounded, from_nullable, one_of,
+    iso_time, iso_times, nullable, parse_time, unix_times,
 )
 
 TIMEFRAME_DOC = "Bar length: " + ", ".join(t.value for t in Timeframe)
