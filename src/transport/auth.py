@@ -119,6 +119,9 @@ class TokenVerifier:
             raise E.Unauthenticated("token expired", reason="TOKEN_EXPIRED") from None
         except jwt.InvalidTokenError as exc:
             raise E.Unauthenticated(f"invalid token: {exc}", reason="TOKEN_INVALID") from None
+        if isinstance(claims["exp"], bool) or not isinstance(claims["exp"], (int, float)):  # PyJWT takes "123" too
+            raise E.Unauthenticated("invalid token: exp must be a number (RFC 7519 NumericDate)",
+                                    reason="TOKEN_INVALID")
         if len(self._verified) >= self._CACHE_MAX:
             self._verified.clear()
         hit = self._verified[token] = (float(claims["exp"]), frozenset(str(claims.get("scope", "")).split()))

@@ -36,7 +36,7 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     else:
         path = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "fxplat"
     path = path.expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: tokens' secret, market data, backtests
     return path
 
 
@@ -111,6 +111,38 @@ def endpoint(service: str) -> Endpoint:
     return Endpoint(rest_url, _env(service, "GRPC_TARGET") or f"{h}:{grpc}")
 
 
+# --- input limits (transport.limits) --------------------------------------------------------------------------------
+# What one request may weigh. The API's requests are small (the largest real one, a RunAnalysis of 20 symbols, is
+# ~1 KB); answers are what grow. Defaults leave wide room and stop a body of hundreds of MB before it is read.
+DEFAULT_MAX_BODY_BYTES = 4 << 20  # REST request body and gRPC request message: 4 MiB (gRPC's own default)
+DEFAULT_MAX_HEADER_BYTES = 32 << 10  # all REST request headers together: 32 KiB
+DEFAULT_MAX_TOKEN_BYTES = 8 << 10  # the bearer token: 8 KiB (a JWT with every scope is ~300 bytes)
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+
+
+def _bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1024:
+        raise ValueError(f"{name} must be a whole number of bytes, at least 1024, not {raw!r}")
+    return int(raw)
+
+
+def input_limits() -> InputLimits:
+    """FXPLAT_MAX_BODY_BYTES (REST body and gRPC request message), FXPLAT_MAX_HEADER_BYTES (REST headers together),
+    FXPLAT_MAX_TOKEN_BYTES (bearer token)."""
+    return InputLimits(_bytes("FXPLAT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+                       _bytes("FXPLAT_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES),
+                       _bytes("FXPLAT_MAX_TOKEN_BYTES", DEFAULT_MAX_TOKEN_BYTES))
+
+
 # --- Every environment variable the platform reads ------------------------------------------------------------------
 # One registry, so code, manifests (deploy/k8s) and docs (docs/deployment.md) cannot drift: tests/test_env_registry.py
 # fails when the code reads a variable missing here (or one here is read nowhere), tests/test_manifests.py when a
@@ -152,6 +184,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("XDG_DATA_HOME", "~/.local/share", "Base of the default data directory."),
     EnvVar("DATABASE_URL", "SQLite files in the data directory", "postgresql://user:password@host/db stores "
            "backtests, analyses and canary comparisons in PostgreSQL (needs the postgres extra)."),
+    # input limits (transport.limits)
+    EnvVar("FXPLAT_MAX_BODY_BYTES", f"{DEFAULT_MAX_BODY_BYTES}", "Largest REST request body and gRPC request message "
+           "(bytes); larger ones are refused 413 / RESOURCE_EXHAUSTED before they are read."),
+    EnvVar("FXPLAT_MAX_HEADER_BYTES", f"{DEFAULT_MAX_HEADER_BYTES}", "Largest total size of a REST request's "
+           "headers (bytes); larger ones are refused 431."),
+    EnvVar("FXPLAT_MAX_TOKEN_BYTES", f"{DEFAULT_MAX_TOKEN_BYTES}", "Largest bearer token (bytes) either transport "
+           "accepts."),
     # stopping
     EnvVar("FXPLAT_DRAIN_DELAY_S", f"{DEFAULT_DRAIN_DELAY_S:g}", "Seconds a stopping server keeps serving while "
            "/readyz and gRPC health report it not ready, so load balancers move away first."),

@@ -57,7 +57,12 @@ _GRPC_ALIASES = {
     grpc.StatusCode.UNKNOWN: E.Internal,
 }
 _HTTP_ALIASES = {405: E.Unimplemented, 408: E.DeadlineExceeded, 413: E.ResourceExhausted, 422: E.InvalidArgument,
-                 502: E.Unavailable}
+                 431: E.ResourceExhausted, 502: E.Unavailable}
+# Refusals by size (transport.limits) are RESOURCE_EXHAUSTED like a spent quota, but HTTP has statuses of their own
+# that proxies and client libraries know: 413 Content Too Large (RFC 9110), 431 Header Fields Too Large (RFC 6585).
+BODY_TOO_LARGE, HEADERS_TOO_LARGE, TOKEN_TOO_LARGE = "BODY_TOO_LARGE", "HEADERS_TOO_LARGE", "TOKEN_TOO_LARGE"
+METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"  # UNIMPLEMENTED on a path that exists: HTTP's 405 with Allow
+_HTTP_BY_REASON = {BODY_TOO_LARGE: 413, HEADERS_TOO_LARGE: 431, TOKEN_TOO_LARGE: 431, METHOD_NOT_ALLOWED: 405}
 
 
 def new_request_id() -> str:
@@ -122,7 +127,7 @@ def from_grpc_error(err: grpc.RpcError) -> E.DomainError:
 # --- REST (RFC 9457 problem details) -----------------------------------------------------------------------------
 
 def http_status(err: E.DomainError) -> int:
-    return TABLE[err.code].http_status
+    return _HTTP_BY_REASON.get(err.reason) or TABLE[err.code].http_status
 
 
 def to_problem(err: E.DomainError) -> dict:

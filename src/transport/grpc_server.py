@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.errors import DomainError
-from transport import context, drain, errors, logs, reflection, tracing
+from transport import config, context, drain, errors, limits, logs, reflection, tracing
 from transport.auth import TokenVerifier
 from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
@@ -21,7 +21,6 @@ log = logging.getLogger("fxplat.grpc")
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a 200k-bar page is ~9 MB; leave room for indicators
 SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # Accept client keepalive pings every 10 s (the client factory pings every 30 s) instead of GOAWAY too_many_pings.
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -55,8 +54,9 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: dr
                 for code in ("OK", "CANCELLED", *errors.TABLE)}
     latency = SERVER_LATENCY.labels(service, method.name, "grpc")
     in_flight = SERVER_IN_FLIGHT.labels(service, "grpc")
+    token_size = limits.TokenSize()
 
-    async def handler(request, ctx: grpc.aio.ServicerContext):
+    async def handler(raw: bytes, ctx: grpc.aio.ServicerContext):
         if not gate.open:  # the service is stopping: calls in flight finish, new ones go elsewhere
             await ctx.abort_with_status(errors.to_grpc_status(drain.shutting_down()))
         md = dict(ctx.invocation_metadata() or ())
@@ -72,8 +72,8 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: dr
                                                 context.parse_timeout_header(md.get(context.TIMEOUT_HEADER)))):
                 try:
                     if auth is not None:
-                        auth.check(md.get("authorization"), method.scope)
-                    return await method.call(request)
+                        auth.check(token_size.check(md.get("authorization")), method.scope)
+                    return await method.call(limits.decode(method.request_type, raw))  # parsed after auth
                 except DomainError as exc:
                     failure = exc
                 except Exception as exc:  # never a traceback to the caller
@@ -99,9 +99,9 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: dr
             tracing.end_server(span, code)
             context.request_id.reset(rid_token)
 
-    return grpc.unary_unary_rpc_method_handler(
-        handler, request_deserializer=method.request_type.FromString, response_serializer=_serialize
-    )
+    # No request_deserializer: bytes that do not parse must get INVALID_ARGUMENT, counted and logged like any error,
+    # not grpc.aio's unlogged UNKNOWN (see transport.limits.decode).
+    return grpc.unary_unary_rpc_method_handler(handler, response_serializer=_serialize)
 
 
 class ServiceHandler(grpc.ServiceRpcHandler):
@@ -135,7 +135,9 @@ async def create_server(
     """Build and start a grpc.aio server for `services` (full name -> handler) with health and reflection, over TLS
     when `credentials` are given. Returns the server, the bound port (useful with port 0) and the health servicer
     (for graceful shutdown)."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    # Requests are small: the core refuses a larger one (RESOURCE_EXHAUSTED) before a handler sees it.
+    server = grpc.aio.server(options=[*SERVER_OPTIONS,
+                                      ("grpc.max_receive_message_length", config.input_limits().body_bytes)])
     server.add_generic_rpc_handlers(list(services.values()))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

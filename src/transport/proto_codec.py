@@ -9,7 +9,7 @@ from google.protobuf import timestamp_pb2
 from forex.common.v1 import common_pb2
 from services.common.errors import InvalidArgument
 from services.common.market_types import CandleSeries, TimeRange, Timeframe
-from transport import wire
+from transport import limits, wire
 
 _TF_TO_PB = {tf: common_pb2.Timeframe.Value(f"TIMEFRAME_{tf.value}") for tf in Timeframe}
 _PB_TO_TF = {v: k for k, v in _TF_TO_PB.items()}
@@ -36,7 +36,9 @@ def timestamp_to_pb(dt: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def timestamp_from_pb(ts: timestamp_pb2.Timestamp) -> datetime:
+def timestamp_from_pb(ts: timestamp_pb2.Timestamp, field: str = "time") -> datetime:
+    """INVALID_ARGUMENT naming `field` for a Timestamp outside years 1..9999 or with bad nanos."""
+    limits.check_timestamp(ts.seconds, ts.nanos, field)
     return ts.ToDatetime(tzinfo=timezone.utc)
 
 
@@ -49,10 +51,10 @@ def range_to_pb(r: TimeRange) -> common_pb2.TimeRange:
     return msg
 
 
-def range_from_pb(msg: common_pb2.TimeRange) -> TimeRange:
+def range_from_pb(msg: common_pb2.TimeRange, field: str = "range") -> TimeRange:
     return TimeRange(
-        start=timestamp_from_pb(msg.start) if msg.HasField("start") else None,
-        end=timestamp_from_pb(msg.end) if msg.HasField("end") else None,
+        start=timestamp_from_pb(msg.start, f"{field}.start") if msg.HasField("start") else None,
+        end=timestamp_from_pb(msg.end, f"{field}.end") if msg.HasField("end") else None,
     )
 
 

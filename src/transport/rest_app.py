@@ -11,13 +11,14 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from services.common import errors as E
 from services.common.market_types import utc
-from transport import context, errors, logs, ops, tracing
+from transport import context, errors, limits, logs, ops, tracing
 from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -45,12 +46,37 @@ class Problem(BaseModel):
 PROBLEM_RESPONSES: dict = {
     status: {"model": Problem, "description": text, "content": {"application/problem+json": {}}}
     for status, text in ((400, "Invalid argument (the bad fields are listed)"), (404, "Not found"),
+                         (413, "The request body is larger than the server accepts (FXPLAT_MAX_BODY_BYTES)"),
+                         (431, "The headers or the bearer token are larger than the server accepts"),
                          (500, "Internal error (quote the request id)"), (503, "A dependency is unavailable"))
 }
 
 
-class JSONBytes(Response):
-    """application/json from orjson, NaN/inf written as null (JSON has no NaN)."""
+# --- request bounds in OpenAPI -----------------------------------------------------------------------------------
+# The domain checks every value (one check, one error, for both transports); these publish its bounds in the schema,
+# so a consumer or a fuzzer can tell a contract violation from a bug. Published, not enforced here: pydantic would
+# answer with its own words where the domain answers with the same error as gRPC.
+
+SYMBOL_SCHEMA = {"minLength": 1, "maxLength": 32, "pattern": "\\S"}
+TIMEFRAME_SCHEMA = {"pattern": "^([mM](1|5|15|30)|[hH][14]|[dD]1)$"}  # case-insensitive, as Timeframe.parse takes it
+
+
+def one_of(words) -> dict:
+    """json_schema_extra for a string that must be one of `words`, in any case, spaces around allowed."""
+    alternatives = "|".join("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in w) for w in words)
+    return {"pattern": f"^\\s*({alternatives})\\s*$"}
+
+
+def bounded(low: float | None = None, high: float | None = None, **schema) -> dict:
+    """json_schema_extra for a number in [low, high] (either may be open)."""
+    return {**({"minimum": low} if low is not None else {}), **({"maximum": high} if high is not None else {}),
+            **schema}
+
+
+class JSONBytes(JSONResponse):
+    """application/json from orjson, NaN/inf written as null (JSON has no NaN). Skins return it with bytes they built
+    from columns, which FastAPI passes through unvalidated; being a JSONResponse is what makes FastAPI document each
+    route's `response_model` in OpenAPI (any other Response class is documented as a bare string)."""
 
     media_type = "application/json"
 
@@ -58,9 +84,9 @@ class JSONBytes(Response):
         return content if isinstance(content, bytes) else orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def problem_response(err: E.DomainError) -> Response:
+def problem_response(err: E.DomainError, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(errors.to_problem(err)), status_code=errors.http_status(err),
-                    media_type=errors.PROBLEM_CONTENT_TYPE)
+                    media_type=errors.PROBLEM_CONTENT_TYPE, headers=headers)
 
 
 def _violation_field(loc: tuple) -> str:
@@ -69,6 +95,16 @@ def _violation_field(loc: tuple) -> str:
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or "request"
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path (Starlette's 405 names only the first route that matched it)."""
+    routes = request.app.router.routes
+    return ", ".join(m for m in _METHODS
+                     if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes))
 
 
 def _code_of(status: int) -> str:
@@ -147,6 +183,24 @@ class _CallContext:
             context.request_id.reset(token)
 
 
+def _document_400_not_422(app: FastAPI) -> None:
+    """FastAPI documents a 422 on every operation with parameters, but its validation errors leave as the 400
+    problem+json every router declares: drop the 422 and its schemas, so the document lists only real answers."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = build()
+            for operations in doc.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                doc.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(service: str, title: str, description: str, version: str = "1.0.0") -> FastAPI:
     # No slash redirects: a 307 to another path is not an answer a client of an RPC-shaped API can act on.
     app = FastAPI(title=title, description=description, version=version, default_response_class=JSONBytes,
@@ -165,13 +219,18 @@ def create_app(service: str, title: str, description: str, version: str = "1.0.0
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         err = errors.from_problem(exc.status_code, {"detail": exc.detail})
+        where = f"{E.quoted(request.method, 16)} {E.quoted(request.url.path)}"
         if exc.status_code == 404:
-            err = E.NotFound(f"no such endpoint: {request.method} {request.url.path}", reason="NO_SUCH_ENDPOINT")
+            err = E.NotFound(f"no such endpoint: {where}", reason="NO_SUCH_ENDPOINT")
         elif exc.status_code == 405:
-            err = E.Unimplemented(f"{request.method} is not allowed on {request.url.path}", reason="METHOD_NOT_ALLOWED")
-        return problem_response(err)
+            allow = _allowed_methods(request)
+            err = E.Unimplemented(f"method not allowed: {where}; allowed: {allow}", reason=errors.METHOD_NOT_ALLOWED)
+            return problem_response(err, {"allow": allow})
+        return problem_response(err, exc.headers)
 
+    _document_400_not_422(app)
     ops.install(app)
+    app.add_middleware(limits.RequestLimits)  # inside _CallContext, so a refusal is logged and counted like any call
     app.add_middleware(_CallContext, service=service)
     return app
 

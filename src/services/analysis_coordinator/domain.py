@@ -27,7 +27,7 @@ from services.analysis_coordinator.store import AnalysisStore
 from services.backtesting.models import MAX_IDEMPOTENCY_KEY_LENGTH, Backtesting, BacktestRequest
 from services.backtesting.strategies import resolve_params
 from services.causal_analysis.models import CausalAnalysis, CorrelationRequest, GrangerRequest, SymbolPair
-from services.common.errors import DomainError, InvalidArgument, NotFound
+from services.common.errors import DomainError, InvalidArgument, NotFound, quoted
 from services.common.market_types import Timeframe
 from services.market_analysis.models import MarketAnalysis, SummaryQuery
 
@@ -122,7 +122,7 @@ class AnalysisCoordinatorDomain:
         known = {s.symbol for s in await self._market.list_symbols()}
         for i, symbol in enumerate(symbols):
             if symbol not in known:
-                raise NotFound(f"unknown symbol {symbol!r}", field=f"symbols[{i}]")
+                raise NotFound(f"unknown symbol {quoted(symbol)}", field=f"symbols[{i}]")
 
 
 def _validate(r: AnalysisRequest) -> AnalysisRequest:

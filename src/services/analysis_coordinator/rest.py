@@ -12,15 +12,19 @@ from fastapi import APIRouter, Header, Path, Query
 from pydantic import BaseModel, Field
 
 from services.analysis_coordinator.models import (
-    DEFAULT_PAGE_SIZE, DEFAULT_STRATEGY, MAX_SYMBOLS, Analysis, AnalysisCoordinator, AnalysisPage, AnalysisRequest,
-    AnalysisSummary, CallStatus, ComponentCall, ListAnalysesQuery,
+    DEFAULT_PAGE_SIZE, DEFAULT_STRATEGY, MAX_PAGE_SIZE, MAX_SYMBOLS, MIN_SYMBOLS, Analysis, AnalysisCoordinator,
+    AnalysisPage, AnalysisRequest, AnalysisSummary, CallStatus, ComponentCall, ListAnalysesQuery,
 )
 from services.backtesting import rest as backtesting_json
+from services.backtesting.models import MAX_IDEMPOTENCY_KEY_LENGTH, STRATEGY_DEFAULTS
 from services.causal_analysis import rest as causal_json
 from services.common.market_types import TimeRange, Timeframe
 from services.market_analysis import rest as market_json
 from transport import rest_client
-from transport.rest_app import PROBLEM_RESPONSES, JSONBytes, iso_time, parse_time
+from transport.limits import Timestamp
+from transport.rest_app import (
+    PROBLEM_RESPONSES, SYMBOL_SCHEMA, TIMEFRAME_SCHEMA, JSONBytes, bounded, iso_time, parse_time,
+)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -28,12 +32,15 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 # --- JSON shapes ----------------------------------------------------------------------------------------------------
 
 class AnalysisIn(BaseModel):
-    symbols: list[str] = Field(description=f"1..{MAX_SYMBOLS} distinct symbols, e.g. [\"EURUSD\", \"GBPUSD\"]; "
-                                           "causality needs two or more (every pair is tested)")
-    timeframe: str = Field("H1", description=market_json.TIMEFRAME_DOC)
-    start: datetime | None = Field(None, description="inclusive, ISO-8601; default: each component's default")
-    end: datetime | None = Field(None, description="exclusive, ISO-8601; default: each component's default")
-    strategy: str = Field(DEFAULT_STRATEGY, description="sma_cross, rsi_reversion or bollinger_breakout")
+    symbols: list[Annotated[str, Field(json_schema_extra=SYMBOL_SCHEMA)]] = Field(
+        description=f"1..{MAX_SYMBOLS} distinct symbols, e.g. [\"EURUSD\", \"GBPUSD\"]; causality needs two or more "
+                    "(every pair is tested)",
+        json_schema_extra={"minItems": MIN_SYMBOLS, "maxItems": MAX_SYMBOLS, "uniqueItems": True})
+    timeframe: str = Field("H1", description=market_json.TIMEFRAME_DOC, json_schema_extra=TIMEFRAME_SCHEMA)
+    start: Timestamp | None = Field(None, description="inclusive, ISO-8601; default: each component's default")
+    end: Timestamp | None = Field(None, description="exclusive, ISO-8601; default: each component's default")
+    strategy: str = Field(DEFAULT_STRATEGY, description="sma_cross, rsi_reversion or bollinger_breakout",
+                          json_schema_extra={"enum": list(STRATEGY_DEFAULTS)})
     params: dict[str, float] = Field(default_factory=dict, description="strategy parameters; defaults fill the rest")
 
 
@@ -142,7 +149,8 @@ def router(impl: AnalysisCoordinator) -> APIRouter:
     @api.post("/analyses", response_model=AnalysisEnvelope, name="RunAnalysis",
               summary="Run an analysis across market analysis, causal analysis and backtesting")
     async def run_analysis(body: AnalysisIn, idempotency_key: Annotated[str, Header(
-            alias=IDEMPOTENCY_HEADER, description="makes the call safe to retry: a key already used returns the "
+            alias=IDEMPOTENCY_HEADER, json_schema_extra={"maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+            description="makes the call safe to retry: a key already used returns the "
                                                   "stored analysis without running again")] = ""):
         request = AnalysisRequest(tuple(body.symbols), Timeframe.parse(body.timeframe), TimeRange(body.start, body.end),
                                   body.strategy, dict(body.params), idempotency_key)
@@ -154,8 +162,10 @@ def router(impl: AnalysisCoordinator) -> APIRouter:
 
     @api.get("/analyses", response_model=AnalysesOut, name="ListAnalyses", summary="List stored analyses, newest first")
     async def list_analyses(
-            symbol: Annotated[str, Query(description="only analyses including this symbol")] = "",
-            page_size: Annotated[int, Query(description="1..100")] = DEFAULT_PAGE_SIZE,
+            symbol: Annotated[str, Query(description="only analyses including this symbol",
+                                         json_schema_extra={"maxLength": 32})] = "",
+            page_size: Annotated[int, Query(description="1..100; 0 means the default",
+                                            json_schema_extra=bounded(0, MAX_PAGE_SIZE))] = DEFAULT_PAGE_SIZE,
             page_token: Annotated[str, Query(description="from a previous page")] = ""):
         page = await impl.list_analyses(ListAnalysesQuery(symbol, page_size, page_token))
         return JSONBytes({"analyses": [summary_json(s) for s in page.analyses],

@@ -18,9 +18,11 @@ from services.analysis_coordinator.models import (
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Analysis, AnalysisPage, AnalysisSummary, ListAnalysesQuery,
 )
 from services.common import storage
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, quoted
 from services.common.market_types import Timeframe
-from services.common.storage import Database, UtcDateTime, decode_page_token, encode_page_token, keyed_columns
+from services.common.storage import (
+    Database, UtcDateTime, all_rows, one_row, decode_page_token, encode_page_token, keyed_columns,
+)
 
 
 metadata = MetaData()
@@ -36,6 +38,7 @@ analyses = Table(
     Column("report", LargeBinary, nullable=False),
     Index("ix_analyses_created_at_id", "created_at", "id"),
 )
+MAX_SYMBOL_FILTER = 32  # the longest symbol a filter may name (LIKE patterns stay short and escaped)
 _SUMMARY_COLUMNS = [c for c in analyses.c if c.name != "report"]
 
 
@@ -70,10 +73,10 @@ class AnalysisStore:
         return analysis if winner is None else codec.analysis_from_bytes(winner.report)
 
     async def get(self, analysis_id: str) -> Analysis:
-        async with (await self._db.ready()).connect() as conn:
-            row = (await conn.execute(select(analyses.c.report).where(analyses.c.id == analysis_id))).one_or_none()
+        row = await self._db.read(
+            lambda conn: one_row(conn, select(analyses.c.report).where(analyses.c.id == analysis_id)))
         if row is None:
-            raise NotFound(f"no analysis with id {analysis_id!r}", field="id")
+            raise NotFound(f"no analysis with id {quoted(analysis_id)}", field="id")
         return codec.analysis_from_bytes(row.report)
 
     async def list(self, query: ListAnalysesQuery) -> AnalysisPage:
@@ -86,11 +89,13 @@ class AnalysisStore:
             created_at, last_id = decode_page_token(query.page_token)
             conditions.append(or_(c.created_at < created_at, and_(c.created_at == created_at, c.id < last_id)))
         if query.symbol:
+            if len(query.symbol) > MAX_SYMBOL_FILTER:  # SQLite refuses long LIKE patterns ("too complex"): 500 before
+                raise InvalidArgument(f"symbol must be at most {MAX_SYMBOL_FILTER} characters, got "
+                                      f"{len(query.symbol):,}", field="symbol")
             conditions.append(c.symbols.contains(f",{query.symbol.strip().upper()},", autoescape=True))
         statement = (select(*_SUMMARY_COLUMNS).where(*conditions)
                      .order_by(c.created_at.desc(), c.id.desc()).limit(page_size + 1))
-        async with (await self._db.ready()).connect() as conn:
-            rows = (await conn.execute(statement)).all()
+        rows = await self._db.read(lambda conn: all_rows(conn, statement))
         page = [_summary(r) for r in rows[:page_size]]
         more = len(rows) > page_size
         return AnalysisPage(tuple(page), encode_page_token(page[-1].created_at, page[-1].id) if more else "")

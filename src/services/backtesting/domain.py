@@ -16,11 +16,11 @@ import numpy as np
 
 from services.backtesting import engine, strategies
 from services.backtesting.models import (
-    DEFAULT_INITIAL_EQUITY, MAX_BACKTEST_BARS, MAX_IDEMPOTENCY_KEY_LENGTH, Backtest, BacktestPage, BacktestRequest, BacktestSummary,
-    ListBacktestsQuery,
+    COST_BOUNDS, DEFAULT_INITIAL_EQUITY, MAX_BACKTEST_BARS, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_INITIAL_EQUITY, Backtest,
+    BacktestPage, BacktestRequest, BacktestSummary, ListBacktestsQuery,
 )
 from services.backtesting.store import BacktestStore, database_url
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, quoted
 from services.common.market_types import CandleSeries, TimeRange, from_unix
 from services.market_analysis.models import MAX_CANDLES_PER_PAGE, CandlesQuery, MarketAnalysis
 
@@ -99,7 +99,7 @@ class BacktestingDomain:
         for info in await self._market.list_symbols():
             if info.symbol == symbol:
                 return info.pip_size
-        raise NotFound(f"unknown symbol {symbol!r}", field="symbol")
+        raise NotFound(f"unknown symbol {quoted(symbol)}", field="symbol")
 
 
 def _validate(request: BacktestRequest) -> dict[str, float]:
@@ -107,13 +107,13 @@ def _validate(request: BacktestRequest) -> dict[str, float]:
     if not request.symbol:
         raise InvalidArgument("symbol is required", field="symbol")
     params = strategies.resolve_params(request.strategy, request.params)
-    if not (math.isfinite(request.initial_equity) and request.initial_equity > 0):
-        raise InvalidArgument(f"initial_equity must be positive, got {request.initial_equity:g}",
-                              field="initial_equity")
-    for name in ("spread_pips", "commission_per_unit", "commission_pct"):
+    if not (math.isfinite(request.initial_equity) and 0 < request.initial_equity <= MAX_INITIAL_EQUITY):
+        raise InvalidArgument(f"initial_equity must be positive, at most {MAX_INITIAL_EQUITY:g}, got "
+                              f"{request.initial_equity:g}", field="initial_equity")
+    for name, high in COST_BOUNDS.items():
         value = getattr(request, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise InvalidArgument(f"{name} must be zero or positive, got {value:g}", field=name)
+        if not (math.isfinite(value) and 0 <= value <= high):
+            raise InvalidArgument(f"{name} must be between 0 and {high:g}, got {value:g}", field=name)
     if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise InvalidArgument(f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
                               field="idempotency_key")

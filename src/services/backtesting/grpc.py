@@ -107,10 +107,12 @@ def list_query_to_pb(q: ListBacktestsQuery) -> pb.ListBacktestsRequest:
 
 
 def list_query_from_pb(m: pb.ListBacktestsRequest) -> ListBacktestsQuery:
+    def when(name: str):
+        return pc.timestamp_from_pb(getattr(m, name), name) if m.HasField(name) else None
+
     return ListBacktestsQuery(
         symbol=m.symbol, strategy=m.strategy,
-        created_after=pc.timestamp_from_pb(m.created_after) if m.HasField("created_after") else None,
-        created_before=pc.timestamp_from_pb(m.created_before) if m.HasField("created_before") else None,
+        created_after=when("created_after"), created_before=when("created_before"),
         page_size=m.page_size or DEFAULT_PAGE_SIZE, page_token=m.page_token)
 
 

@@ -25,6 +25,13 @@ MAX_BACKTEST_BARS = 500_000
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Bounds of the money inputs: beyond them a backtest means nothing and its arithmetic overflows (1e308 was accepted).
+MAX_INITIAL_EQUITY = 1e12
+MAX_SPREAD_PIPS = 1_000.0
+MAX_COMMISSION_PER_UNIT = 1_000.0
+MAX_COMMISSION_PCT = 100.0
+COST_BOUNDS = {"spread_pips": MAX_SPREAD_PIPS, "commission_per_unit": MAX_COMMISSION_PER_UNIT,
+               "commission_pct": MAX_COMMISSION_PCT}
 
 
 @dataclass(frozen=True)

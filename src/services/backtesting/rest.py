@@ -20,6 +20,13 @@ from pydantic import BaseModel, Field
 from services.backtesting.models import (
     DEFAULT_INITIAL_EQUITY,
     DEFAULT_PAGE_SIZE,
+    MAX_COMMISSION_PCT,
+    MAX_COMMISSION_PER_UNIT,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_INITIAL_EQUITY,
+    MAX_PAGE_SIZE,
+    MAX_SPREAD_PIPS,
+    STRATEGY_DEFAULTS,
     Backtest,
     Backtesting,
     BacktestMetrics,
@@ -33,7 +40,11 @@ from services.backtesting.models import (
 )
 from services.common.market_types import TimeRange, Timeframe
 from transport import rest_client
-from transport.rest_app import PROBLEM_RESPONSES, JSONBytes, iso_time, iso_times, parse_time, unix_times
+from transport.limits import Timestamp
+from transport.rest_app import (
+    PROBLEM_RESPONSES, SYMBOL_SCHEMA, TIMEFRAME_SCHEMA, JSONBytes, bounded, iso_time, iso_times, parse_time,
+    unix_times,
+)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TIMEFRAME_DOC = "Bar length: " + ", ".join(t.value for t in Timeframe)
@@ -42,18 +53,23 @@ TIMEFRAME_DOC = "Bar length: " + ", ".join(t.value for t in Timeframe)
 # --- JSON shapes ----------------------------------------------------------------------------------------------------
 
 class RunBacktestIn(BaseModel):
-    symbol: str = Field(description="e.g. EURUSD")
-    strategy: str = Field(description="sma_cross, rsi_reversion or bollinger_breakout")
+    symbol: str = Field(description="e.g. EURUSD", json_schema_extra=SYMBOL_SCHEMA)
+    strategy: str = Field(description="sma_cross, rsi_reversion or bollinger_breakout",
+                          json_schema_extra={"enum": list(STRATEGY_DEFAULTS)})
     params: dict[str, float] = Field(default_factory=dict,
                                      description="strategy parameters, e.g. {\"fast\": 10, \"slow\": 20}; "
                                                  "defaults fill the rest")
-    timeframe: str = Field("H1", description=TIMEFRAME_DOC)
-    start: datetime | None = Field(None, description="inclusive, ISO-8601; default: first bar")
-    end: datetime | None = Field(None, description="exclusive, ISO-8601; default: after the last bar")
-    initial_equity: float = Field(DEFAULT_INITIAL_EQUITY, description="starting equity; 0 means the default")
-    spread_pips: float = Field(0.0, description="full bid-ask spread in pips; buys fill half above, sells half below")
-    commission_per_unit: float = Field(0.0, description="paid per unit on every fill")
-    commission_pct: float = Field(0.0, description="per cent of each fill's notional")
+    timeframe: str = Field("H1", description=TIMEFRAME_DOC, json_schema_extra=TIMEFRAME_SCHEMA)
+    start: Timestamp | None = Field(None, description="inclusive, ISO-8601; default: first bar")
+    end: Timestamp | None = Field(None, description="exclusive, ISO-8601; default: after the last bar")
+    initial_equity: float = Field(DEFAULT_INITIAL_EQUITY, description="starting equity; 0 means the default",
+                                  json_schema_extra=bounded(0, MAX_INITIAL_EQUITY))
+    spread_pips: float = Field(0.0, description="full bid-ask spread in pips; buys fill half above, sells half below",
+                               json_schema_extra=bounded(0, MAX_SPREAD_PIPS))
+    commission_per_unit: float = Field(0.0, description="paid per unit on every fill",
+                                       json_schema_extra=bounded(0, MAX_COMMISSION_PER_UNIT))
+    commission_pct: float = Field(0.0, description="per cent of each fill's notional",
+                                  json_schema_extra=bounded(0, MAX_COMMISSION_PCT))
 
 
 class RangeOut(BaseModel):
@@ -164,10 +180,11 @@ def backtest_from_json(d: dict) -> Backtest:
 
 IdPath = Annotated[str, Path(alias="id", description="backtest id")]
 IdempotencyKeyHeader = Annotated[str, Header(
-    alias=IDEMPOTENCY_HEADER, description="up to 255 characters; a key already stored returns that backtest instead of "
+    alias=IDEMPOTENCY_HEADER, json_schema_extra={"maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+    description="up to 255 characters; a key already stored returns that backtest instead of "
                                           "running again (same key, other request: 400 IDEMPOTENCY_KEY_REUSED)")]
-AfterQ = Annotated[datetime | None, Query(description="created at or after, ISO-8601 (UTC if no offset)")]
-BeforeQ = Annotated[datetime | None, Query(description="created before, ISO-8601 (UTC if no offset)")]
+AfterQ = Annotated[Timestamp | None, Query(description="created at or after, ISO-8601 (UTC if no offset)")]
+BeforeQ = Annotated[Timestamp | None, Query(description="created before, ISO-8601 (UTC if no offset)")]
 
 
 def router(impl: Backtesting) -> APIRouter:
@@ -189,7 +206,9 @@ def router(impl: Backtesting) -> APIRouter:
              summary="List stored backtests (summaries, newest first)")
     async def list_backtests(symbol: str = "", strategy: str = "", created_after: AfterQ = None,
                              created_before: BeforeQ = None,
-                             page_size: Annotated[int, Query(description="1..100")] = DEFAULT_PAGE_SIZE,
+                             page_size: Annotated[int, Query(description="1..100; 0 means the default",
+                                                             json_schema_extra=bounded(0, MAX_PAGE_SIZE))
+                                                  ] = DEFAULT_PAGE_SIZE,
                              page_token: Annotated[str, Query(description="from a previous page")] = ""):
         page = await impl.list_backtests(
             ListBacktestsQuery(symbol, strategy, created_after, created_before, page_size, page_token))

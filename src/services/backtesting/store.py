@@ -21,9 +21,11 @@ from services.backtesting.models import (
     ListBacktestsQuery, Side, Trade,
 )
 from services.common import storage
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, quoted
 from services.common.market_types import TimeRange, Timeframe, from_unix, to_unix
-from services.common.storage import Database, UtcDateTime, decode_page_token, encode_page_token, keyed_columns
+from services.common.storage import (
+    Database, UtcDateTime, all_rows, one_row, decode_page_token, encode_page_token, keyed_columns,
+)
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 
@@ -84,8 +86,8 @@ class BacktestStore:
         return backtest if winner is None else _backtest(winner)
 
     async def get(self, backtest_id: str) -> Backtest:
-        async with (await self._db.ready()).connect() as conn:
-            row = (await conn.execute(select(backtests).where(backtests.c.id == backtest_id))).one_or_none()
+        row = await self._db.read(
+            lambda conn: one_row(conn, select(backtests).where(backtests.c.id == backtest_id)))
         if row is None:
             raise _not_found(backtest_id)
         return _backtest(row)
@@ -109,8 +111,7 @@ class BacktestStore:
             conditions.append(backtests.c.created_at < query.created_before)
         statement = (select(*_SUMMARY_COLUMNS).where(*conditions)
                      .order_by(backtests.c.created_at.desc(), backtests.c.id.desc()).limit(page_size + 1))
-        async with (await self._db.ready()).connect() as conn:
-            rows = (await conn.execute(statement)).all()
+        rows = await self._db.read(lambda conn: all_rows(conn, statement))
         page = [_summary(r) for r in rows[:page_size]]
         more = len(rows) > page_size
         return BacktestPage(tuple(page), encode_page_token(page[-1].created_at, page[-1].id) if more else "")
@@ -123,7 +124,7 @@ class BacktestStore:
 
 
 def _not_found(backtest_id: str) -> NotFound:
-    return NotFound(f"no backtest with id {backtest_id!r}", field="id")
+    return NotFound(f"no backtest with id {quoted(backtest_id)}", field="id")
 
 
 # --- rows <-> domain ------------------------------------------------------------------------------------------------

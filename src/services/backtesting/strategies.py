@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from services.backtesting.models import STRATEGY_DEFAULTS
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, quoted
 from services.common.indicators import bollinger, rsi, sma
 
 RSI_MIDLINE = 50.0
@@ -30,12 +30,12 @@ def resolve_params(strategy: str, params: dict[str, float]) -> dict[str, float]:
     """The strategy's parameters with defaults filled in; InvalidArgument naming the offending field."""
     if strategy not in STRATEGY_DEFAULTS:
         raise InvalidArgument(
-            f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGY_DEFAULTS)}", field="strategy")
+            f"unknown strategy {quoted(strategy)}; expected one of {', '.join(STRATEGY_DEFAULTS)}", field="strategy")
     defaults = STRATEGY_DEFAULTS[strategy]
     for name, value in params.items():
         if name not in defaults:
             raise InvalidArgument(
-                f"{strategy} has no parameter {name!r}; expected {', '.join(defaults)}", field=f"params.{name}")
+                f"{strategy} has no parameter {quoted(name)}; expected {', '.join(defaults)}", field=f"params.{name}")
         if not math.isfinite(value):
             raise InvalidArgument(f"{name} must be a finite number", field=f"params.{name}")
     resolved = {name: float(value) for name, value in {**defaults, **params}.items()}

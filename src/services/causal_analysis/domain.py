@@ -41,7 +41,7 @@ from services.causal_analysis.models import (
     RollingCorrelationResult,
     SymbolPair,
 )
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, quoted
 from services.common.market_types import TimeRange, Timeframe, from_unix
 from services.market_analysis.models import MAX_CANDLES_PER_PAGE, CandlesQuery, MarketAnalysis
 
@@ -247,11 +247,11 @@ def _symbols(symbols: Sequence[str]) -> tuple[str, ...]:
 
 def _bounded_int(value: int, low: int, high: int, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise InvalidArgument(f"{field} must be between {low} and {high:,}, got {value!r}", field=field)
+        raise InvalidArgument(f"{field} must be between {low} and {high:,}, got {quoted(value)}", field=field)
     return int(value)
 
 
 def _alpha(value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise InvalidArgument(f"alpha must be strictly between 0 and 1, got {value!r}", field="alpha")
+        raise InvalidArgument(f"alpha must be strictly between 0 and 1, got {quoted(value)}", field="alpha")
     return float(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Annotated
 
 import httpx
 import numpy as np
@@ -40,11 +41,15 @@ from services.causal_analysis.models import (
 )
 from services.common.market_types import TimeRange, Timeframe
 from transport import rest_client
+from transport.limits import Timestamp
 from transport.rest_app import (
-    PROBLEM_RESPONSES, JSONBytes, from_nullable, iso_time, iso_times, nullable, parse_time, unix_times,
+    PROBLEM_RESPONSES, SYMBOL_SCHEMA, TIMEFRAME_SCHEMA, JSONBytes, bounded, from_nullable,
+    iso_time, iso_times, nullable, parse_time, unix_times,
 )
 
 TIMEFRAME_DOC = "Bar length: " + ", ".join(t.value for t in Timeframe)
+TIMEFRAME = Field("H1", description=TIMEFRAME_DOC, json_schema_extra=TIMEFRAME_SCHEMA)
+Symbol = Annotated[str, Field(json_schema_extra=SYMBOL_SCHEMA)]
 START_DOC = "inclusive, ISO-8601 (UTC if no offset); default: the first bar"
 END_DOC = "exclusive, ISO-8601 (UTC if no offset); default: after the last bar"
 
@@ -52,8 +57,9 @@ END_DOC = "exclusive, ISO-8601 (UTC if no offset); default: after the last bar"
 # --- JSON shapes ----------------------------------------------------------------------------------------------------
 
 class Pair(BaseModel):
-    first: str = Field(description="e.g. EURUSD (case-insensitive; returned upper case)")
-    second: str = Field(description="e.g. GBPUSD; different from first")
+    first: str = Field(description="e.g. EURUSD (case-insensitive; returned upper case)",
+                       json_schema_extra=SYMBOL_SCHEMA)
+    second: str = Field(description="e.g. GBPUSD; different from first", json_schema_extra=SYMBOL_SCHEMA)
 
 
 class Span(BaseModel):
@@ -63,14 +69,16 @@ class Span(BaseModel):
 
 class GrangerIn(BaseModel):
     pairs: list[Pair] = Field(description=f"1..{MAX_PAIRS} pairs, no pair twice in either order; each is tested in "
-                                          "both directions")
-    timeframe: str = Field("H1", description=TIMEFRAME_DOC)
-    start: datetime | None = Field(None, description=START_DOC)
-    end: datetime | None = Field(None, description=END_DOC)
+                                          "both directions", json_schema_extra={"minItems": 1, "maxItems": MAX_PAIRS})
+    timeframe: str = TIMEFRAME
+    start: Timestamp | None = Field(None, description=START_DOC)
+    end: Timestamp | None = Field(None, description=END_DOC)
     max_lag: int = Field(DEFAULT_GRANGER_MAX_LAG, description=f"highest lag tested, 1..{MAX_LAG} bars; default "
-                                                              f"{DEFAULT_GRANGER_MAX_LAG} (0 also means the default)")
+                                                              f"{DEFAULT_GRANGER_MAX_LAG} (0 also means the default)",
+                         json_schema_extra=bounded(0, MAX_LAG))
     alpha: float = Field(DEFAULT_ALPHA, description="false discovery rate of the verdicts, strictly between 0 and 1; "
-                                                    f"default {DEFAULT_ALPHA} (0 also means the default)")
+                                                    f"default {DEFAULT_ALPHA} (0 also means the default)",
+                         json_schema_extra={"minimum": 0, "exclusiveMaximum": 1})
 
 
 class GrangerTestOut(BaseModel):
@@ -95,10 +103,11 @@ class GrangerOut(BaseModel):
 
 
 class CorrelationsIn(BaseModel):
-    symbols: list[str] = Field(description=f"{MIN_SYMBOLS}..{MAX_SYMBOLS} distinct symbols")
-    timeframe: str = Field("H1", description=TIMEFRAME_DOC)
-    start: datetime | None = Field(None, description=START_DOC)
-    end: datetime | None = Field(None, description=END_DOC)
+    symbols: list[Symbol] = Field(description=f"{MIN_SYMBOLS}..{MAX_SYMBOLS} distinct symbols", json_schema_extra={
+        "minItems": MIN_SYMBOLS, "maxItems": MAX_SYMBOLS, "uniqueItems": True})
+    timeframe: str = TIMEFRAME
+    start: Timestamp | None = Field(None, description=START_DOC)
+    end: Timestamp | None = Field(None, description=END_DOC)
 
 
 class CorrelationsOut(BaseModel):
@@ -112,11 +121,12 @@ class CorrelationsOut(BaseModel):
 
 class RollingCorrelationIn(BaseModel):
     pair: Pair
-    timeframe: str = Field("H1", description=TIMEFRAME_DOC)
-    start: datetime | None = Field(None, description=START_DOC)
-    end: datetime | None = Field(None, description=END_DOC)
+    timeframe: str = TIMEFRAME
+    start: Timestamp | None = Field(None, description=START_DOC)
+    end: Timestamp | None = Field(None, description=END_DOC)
     window: int = Field(DEFAULT_WINDOW, description=f"returns per correlation, {MIN_WINDOW}..{MAX_WINDOW}; default "
-                                                    f"{DEFAULT_WINDOW} (0 also means the default)")
+                                                    f"{DEFAULT_WINDOW} (0 also means the default)",
+                        json_schema_extra={"anyOf": [{"enum": [0]}, bounded(MIN_WINDOW, MAX_WINDOW)]})
 
 
 class RollingCorrelationOut(BaseModel):
@@ -130,12 +140,13 @@ class RollingCorrelationOut(BaseModel):
 
 class LeadLagIn(BaseModel):
     pair: Pair
-    timeframe: str = Field("H1", description=TIMEFRAME_DOC)
-    start: datetime | None = Field(None, description=START_DOC)
-    end: datetime | None = Field(None, description=END_DOC)
+    timeframe: str = TIMEFRAME
+    start: Timestamp | None = Field(None, description=START_DOC)
+    end: Timestamp | None = Field(None, description=END_DOC)
     max_lag: int = Field(DEFAULT_LEAD_LAG_MAX_LAG, description=f"lags -max_lag..+max_lag are examined, 1..{MAX_LAG}; "
                                                                f"default {DEFAULT_LEAD_LAG_MAX_LAG} (0 also means the "
-                                                               "default)")
+                                                               "default)",
+                         json_schema_extra=bounded(0, MAX_LAG))
 
 
 class LeadLagOut(BaseModel):

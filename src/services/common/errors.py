@@ -8,6 +8,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+QUOTE_CHARS = 64  # user input quoted in an error message is cut to this many characters
+MESSAGE_CHARS = 1024  # and no message, field path or description is longer than this, whatever it holds
+MAX_VIOLATIONS = 20  # a 10,000-item list of bad values is named by its first 20
+
+
+def quoted(value: object, limit: int = QUOTE_CHARS) -> str:
+    """`value` as an error message quotes user input: repr'd and cut to `limit` characters, with the full length said.
+    Every error that echoes a request's value goes through here, so a 10 MB symbol cannot become a 10 MB status
+    message or gRPC trailer (which clients refuse, or worse, drop their connection over)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    cut = repr(text[:limit])[:-1] if isinstance(value, str) else text[:limit]
+    return f"{cut}...{cut[0] if isinstance(value, str) else ''} ({len(text):,} characters)"
+
+
+def _capped(text: str) -> str:
+    return text if len(text) <= MESSAGE_CHARS else f"{text[:MESSAGE_CHARS]}... ({len(text):,} characters)"
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -31,9 +50,13 @@ class DomainError(Exception):
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> None:
+        message = _capped(message)  # the last guard: a message built from unquoted input still leaves small
         super().__init__(message)
         self.message = message
-        viols = list(violations)
+        viols = [v if len(v.field) + len(v.description) <= MESSAGE_CHARS
+                 else FieldViolation(_capped(v.field), _capped(v.description)) for v in violations][:MAX_VIOLATIONS]
+        if field is not None:
+            field = _capped(field)
         if field is not None and not any(v.field == field for v in viols):
             viols.insert(0, FieldViolation(field, message))
         self.violations: list[FieldViolation] = viols

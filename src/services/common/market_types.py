@@ -11,7 +11,7 @@ from enum import Enum
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, quoted
 
 
 class Timeframe(str, Enum):
@@ -40,7 +40,7 @@ class Timeframe(str, Enum):
             return cls(str(value).upper())
         except ValueError:
             raise InvalidArgument(
-                f"unknown timeframe {value!r}; expected one of {', '.join(t.value for t in cls)}", field=field
+                f"unknown timeframe {quoted(value)}; expected one of {', '.join(t.value for t in cls)}", field=field
             ) from None
 
 

@@ -1,22 +1,30 @@
 """What every stored resource shares: the database URL rule, async drivers, UTC columns, schema creation on first
-use and keyset page tokens. SQLAlchemy 2 async over SQLite (aiosqlite) by default, PostgreSQL (asyncpg) by URL."""
+use and keyset page tokens. SQLAlchemy 2 async over SQLite (aiosqlite) by default, PostgreSQL (asyncpg) by URL.
+
+SQLite runs in WAL mode, so readers never block a writer, and reads go through `Database.read`, which a caller's
+deadline cannot cut in half: a read cancelled mid-query (ListBacktests at its deadline) once left the database locked
+and writes failing "database is locked" for 10-45 s. SQLite files are created private (0600) in a private directory."""
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, DateTime, MetaData, Row, String, Table, TypeDecorator, insert, select, text
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy import Column, DateTime, MetaData, Row, String, Table, TypeDecorator, event, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, quoted
 from services.common.market_types import utc
 
 IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
@@ -53,11 +61,35 @@ class UtcDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=timezone.utc)
 
 
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 5000
+
+
+def private_file(path: Path) -> None:
+    """Create `path` (mode 0600) and its directory (0700) unless they exist: market data, backtests and analyses are
+    nobody else's business on a shared host. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers see a snapshot and never block the writer
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
 class Database:
     """An async engine whose tables (`metadata`) are created on first use."""
 
     def __init__(self, url: str, metadata: MetaData) -> None:
         self.engine: AsyncEngine = create_async_engine(async_url(url))
+        if self.engine.dialect.name == "sqlite":
+            database = self.engine.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                with contextlib.suppress(OSError):  # unusable: SQLite names the problem at first use (/readyz)
+                    private_file(Path(database))
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._metadata = metadata
         self._ready = False
         self._lock = asyncio.Lock()
@@ -70,6 +102,23 @@ class Database:
                         await conn.run_sync(self._metadata.create_all)
                     self._ready = True
         return self.engine
+
+    async def read(self, query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `query` on a connection of its own and return its result. If the caller is cancelled (its deadline
+        passed), the query still runs to its end in the background, so its connection goes back to the pool finished,
+        never mid-statement holding a lock."""
+        engine = await self.ready()
+
+        async def run() -> T:
+            async with engine.connect() as conn:
+                return await query(conn)
+
+        task = asyncio.ensure_future(run())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_consume)  # finishes on its own; its outcome has no one to go to
+            raise
 
     async def ping(self) -> None:
         """Raises unless the database answers (its tables created, a `SELECT 1` run): a readiness check."""
@@ -85,10 +134,12 @@ class Database:
     async def find_keyed(self, table: Table, key: str, fingerprint: str) -> Row | None:
         """The row stored under idempotency `key`, or None; FailedPrecondition if the key came with another request
         (`fingerprint` differs)."""
-        async with (await self.ready()).connect() as conn:
-            row = (await conn.execute(select(table).where(table.c.idempotency_key == key))).one_or_none()
+        async def find(conn: AsyncConnection) -> Row | None:
+            return (await conn.execute(select(table).where(table.c.idempotency_key == key))).one_or_none()
+
+        row = await self.read(find)
         if row is not None and row.request_fingerprint != fingerprint:
-            raise FailedPrecondition(f"idempotency key {key!r} was already used with a different request",
+            raise FailedPrecondition(f"idempotency key {quoted(key)} was already used with a different request",
                                      reason=IDEMPOTENCY_KEY_REUSED)
         return row
 
@@ -104,6 +155,21 @@ class Database:
                 raise
             return winner
         return None
+
+
+async def all_rows(conn: AsyncConnection, statement: Any) -> list[Row]:
+    """A `Database.read` query: every row of `statement`."""
+    return list((await conn.execute(statement)).all())
+
+
+async def one_row(conn: AsyncConnection, statement: Any) -> Row | None:
+    """A `Database.read` query: the one row of `statement`, or None."""
+    return (await conn.execute(statement)).one_or_none()
+
+
+def _consume(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def keyed_columns() -> list[Column]:

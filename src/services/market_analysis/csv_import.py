@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from services.common.errors import FieldViolation, InvalidArgument
+from services.common.errors import FieldViolation, InvalidArgument, quoted
 from services.common.market_types import Timeframe, from_unix
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -338,7 +338,7 @@ def _validate(cells: dict[str, np.ndarray], lines: np.ndarray, time_label: str) 
 
 def _describe_bad(column: str, text: str, what: str) -> str:
     text = str(text).strip()
-    return f"column '{column}': missing value" if not text else f"column '{column}': {text!r} {what}"
+    return f"column '{column}': missing value" if not text else f"column '{column}': {quoted(text)} {what}"
 
 
 _BAD_TIME = np.iinfo(np.int64).min
@@ -365,7 +365,7 @@ def _day_first(series: pd.Series, lines: np.ndarray, label: str) -> bool | None:
     a, b = parts[0][written].astype(int).to_numpy(), parts[2][written].astype(int).to_numpy()
     if (a > 12).any() and (b > 12).any():
         k = np.flatnonzero(written)[int(np.argmax(b > 12))]
-        raise InvalidArgument(f"line {lines[k]}: column '{label}': {series.iloc[k]!r} puts the month first, but "
+        raise InvalidArgument(f"line {lines[k]}: column '{label}': {quoted(series.iloc[k])} puts the month first, but "
                               "earlier dates put the day first", violations=[FieldViolation("file", f"line {lines[k]}")])
     if (a > 12).any():
         return True
@@ -373,7 +373,7 @@ def _day_first(series: pd.Series, lines: np.ndarray, label: str) -> bool | None:
         return False
     k = np.flatnonzero(written)[0]
     raise InvalidArgument(
-        f"line {lines[k]}: column '{label}': {series.iloc[k]!r} could be day/month or month/day, and no date in the "
+        f"line {lines[k]}: column '{label}': {quoted(series.iloc[k])} could be day/month or month/day, and no date in the "
         "file settles it; write dates as YYYY-MM-DD", violations=[FieldViolation("file", f"line {lines[k]}")])
 
 

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, quoted
 from services.common.market_types import CandleSeries, TimeRange, Timeframe
 from services.market_analysis import indicators, summary, synthetic
 from services.market_analysis.models import (
     MAX_CANDLES_PER_PAGE,
+    MAX_INDICATORS,
     MAX_INDICATOR_BARS,
     CandlePage,
     CandlesQuery,
@@ -39,7 +40,6 @@ from services.market_analysis.models import (
 )
 from services.market_analysis.store import ImportedStore, ImportedTimeframe
 
-MAX_INDICATORS = 20
 DEFAULT_SUMMARY_BARS = 500
 _RESAMPLED_CACHE_SIZE = 64
 
@@ -94,7 +94,7 @@ class MarketAnalysisDomain:
             return self._imported_series(symbol, timeframe, imported)
         if symbol in synthetic.SYMBOLS:
             return synthetic.candles(symbol, timeframe)
-        raise NotFound(f"unknown symbol {symbol!r}; ListSymbols lists the available symbols", field="symbol")
+        raise NotFound(f"unknown symbol {quoted(symbol)}; ListSymbols lists the available symbols", field="symbol")
 
     def candles(self, symbol: str, timeframe: Timeframe | str, range: TimeRange = TimeRange()) -> CandleSeries:
         """All bars of `symbol` at `timeframe` with range.start <= time < range.end (no paging)."""
@@ -177,7 +177,7 @@ class MarketAnalysisDomain:
             return cached
         source = self._store.load(symbol, finest)
         if source is None:  # removed between catalogue and load
-            raise NotFound(f"unknown symbol {symbol!r}; ListSymbols lists the available symbols", field="symbol")
+            raise NotFound(f"unknown symbol {quoted(symbol)}; ListSymbols lists the available symbols", field="symbol")
         resampled = synthetic.resample(source, timeframe)
         for column in CandleSeries.COLUMNS:
             getattr(resampled, column).flags.writeable = False
@@ -202,7 +202,8 @@ def _symbol(symbol: str) -> str:
 
 def _limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or not 1 <= limit <= MAX_CANDLES_PER_PAGE:
-        raise InvalidArgument(f"limit must be between 1 and {MAX_CANDLES_PER_PAGE:,}, got {limit!r}", field="limit")
+        raise InvalidArgument(f"limit must be between 1 and {MAX_CANDLES_PER_PAGE:,}, got {quoted(limit)}",
+                              field="limit")
     return int(limit)
 
 

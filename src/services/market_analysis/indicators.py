@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, quoted
 from services.common.indicators import atr, bollinger, ema, macd, rsi, sma
 from services.common.market_types import CandleSeries
 from services.market_analysis.models import INDICATOR_NAMES, IndicatorOutput, IndicatorSpec
@@ -38,14 +38,15 @@ def validate(spec: IndicatorSpec, index: int = 0) -> tuple[str, dict[str, float]
     name = str(spec.name).strip().lower()
     if name not in DEFAULTS:
         raise InvalidArgument(
-            f"unknown indicator {spec.name!r}; expected one of {', '.join(INDICATOR_NAMES)}", field=f"{where}.name"
+            f"unknown indicator {quoted(spec.name)}; expected one of {', '.join(INDICATOR_NAMES)}",
+            field=f"{where}.name",
         )
     defaults = DEFAULTS[name]
     params = dict(defaults)
     for key, raw in (spec.params or {}).items():
         if key not in defaults:
             raise InvalidArgument(
-                f"{name} has no parameter {key!r}; its parameters are {', '.join(defaults)}",
+                f"{name} has no parameter {quoted(key)}; its parameters are {', '.join(defaults)}",
                 field=f"{where}.params.{key}",
             )
         params[key] = _number(raw, f"{where}.params.{key}", integer=key != "k")
@@ -61,7 +62,7 @@ def _number(raw: object, field: str, *, integer: bool) -> float:
     try:
         value = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise InvalidArgument(f"{field} must be a number, got {raw!r}", field=field) from None
+        raise InvalidArgument(f"{field} must be a number, got {quoted(raw)}", field=field) from None
     if not math.isfinite(value):
         raise InvalidArgument(f"{field} must be finite, got {value}", field=field)
     if not integer:

@@ -17,6 +17,7 @@ from services.common.market_types import CandleSeries, TimeRange, Timeframe
 MAX_CANDLES_PER_PAGE = 200_000
 DEFAULT_CANDLES_PER_PAGE = 1_000
 MAX_INDICATOR_BARS = 200_000
+MAX_INDICATORS = 20  # per ComputeIndicators request
 INDICATOR_NAMES = ("sma", "ema", "rsi", "macd", "bollinger", "atr")
 
 

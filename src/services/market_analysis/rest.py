@@ -18,6 +18,9 @@ from pydantic import BaseModel, Field
 from services.common.market_types import CandleSeries, TimeRange, Timeframe
 from services.market_analysis.models import (
     DEFAULT_CANDLES_PER_PAGE,
+    INDICATOR_NAMES,
+    MAX_CANDLES_PER_PAGE,
+    MAX_INDICATORS,
     CandlePage,
     CandlesQuery,
     IndicatorOutput,
@@ -32,8 +35,10 @@ from services.market_analysis.models import (
     TrendDirection,
 )
 from transport import rest_client
+from transport.limits import Timestamp
 from transport.rest_app import (
-    PROBLEM_RESPONSES, JSONBytes, from_nullable, iso_time, iso_times, nullable, parse_time, unix_times,
+    PROBLEM_RESPONSES, SYMBOL_SCHEMA, TIMEFRAME_SCHEMA, JSONBytes, bounded, from_nullable, one_of,
+    iso_time, iso_times, nullable, parse_time, unix_times,
 )
 
 TIMEFRAME_DOC = "Bar length: " + ", ".join(t.value for t in Timeframe)
@@ -74,16 +79,16 @@ class CandlesOut(BaseModel):
 
 
 class IndicatorIn(BaseModel):
-    name: str = Field(description="sma, ema, rsi, macd, bollinger or atr")
+    name: str = Field(description="sma, ema, rsi, macd, bollinger or atr", json_schema_extra=one_of(INDICATOR_NAMES))
     params: dict[str, float] = Field(default_factory=dict, description="e.g. {\"period\": 20}; defaults fill the rest")
 
 
 class IndicatorsIn(BaseModel):
-    symbol: str
-    timeframe: str = Field("H1", description=TIMEFRAME_DOC)
-    start: datetime | None = Field(None, description="inclusive, ISO-8601; default: first bar")
-    end: datetime | None = Field(None, description="exclusive, ISO-8601; default: after the last bar")
-    indicators: list[IndicatorIn]
+    symbol: str = Field(json_schema_extra=SYMBOL_SCHEMA)
+    timeframe: str = Field("H1", description=TIMEFRAME_DOC, json_schema_extra=TIMEFRAME_SCHEMA)
+    start: Timestamp | None = Field(None, description="inclusive, ISO-8601; default: first bar")
+    end: Timestamp | None = Field(None, description="exclusive, ISO-8601; default: after the last bar")
+    indicators: list[IndicatorIn] = Field(json_schema_extra={"minItems": 1, "maxItems": MAX_INDICATORS})
 
 
 class IndicatorOut(BaseModel):
@@ -149,10 +154,10 @@ def summary_from_json(b: dict) -> MarketSummary:
 
 # --- server skin ----------------------------------------------------------------------------------------------------
 
-SymbolPath = Annotated[str, Path(description="e.g. EURUSD")]
-TimeframeQ = Annotated[str, Query(description=TIMEFRAME_DOC)]
-StartQ = Annotated[datetime | None, Query(description="inclusive, ISO-8601 (UTC if no offset)")]
-EndQ = Annotated[datetime | None, Query(description="exclusive, ISO-8601 (UTC if no offset)")]
+SymbolPath = Annotated[str, Path(description="e.g. EURUSD", json_schema_extra=SYMBOL_SCHEMA)]
+TimeframeQ = Annotated[str, Query(description=TIMEFRAME_DOC, json_schema_extra=TIMEFRAME_SCHEMA)]
+StartQ = Annotated[Timestamp | None, Query(description="inclusive, ISO-8601 (UTC if no offset)")]
+EndQ = Annotated[Timestamp | None, Query(description="exclusive, ISO-8601 (UTC if no offset)")]
 
 
 def router(impl: MarketAnalysis) -> APIRouter:
@@ -164,7 +169,8 @@ def router(impl: MarketAnalysis) -> APIRouter:
 
     @api.get("/candles/{symbol}", response_model=CandlesOut, name="GetCandles", summary="Get candles (paged, up to 200,000 per page)")
     async def get_candles(symbol: SymbolPath, timeframe: TimeframeQ = "H1", start: StartQ = None, end: EndQ = None,
-                          limit: Annotated[int, Query(description="bars per page, 1..200000")] = DEFAULT_CANDLES_PER_PAGE,
+                          limit: Annotated[int, Query(description="bars per page, 1..200000", json_schema_extra=bounded(
+                              1, MAX_CANDLES_PER_PAGE))] = DEFAULT_CANDLES_PER_PAGE,
                           page_token: Annotated[str, Query(description="from a previous page")] = ""):
         query = CandlesQuery(symbol, Timeframe.parse(timeframe), TimeRange(start, end), limit, page_token)
         return JSONBytes(candles_json(await impl.get_candles(query)))

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.errors import InvalidArgument
+from services.common import storage
+from services.common.errors import InvalidArgument, quoted
 from services.common.market_types import CandleSeries, Timeframe, from_unix
 from services.market_analysis import csv_import
 from services.market_analysis.csv_import import ParsedBars
@@ -81,7 +82,7 @@ def validate_symbol(symbol: str) -> str:
     normalized = str(symbol).strip().upper()
     if not SYMBOL_PATTERN.fullmatch(normalized):
         raise InvalidArgument(
-            f"invalid symbol {symbol!r}: use 3 to 12 letters or digits, e.g. EURUSD", field="symbol"
+            f"invalid symbol {quoted(symbol)}: use 3 to 12 letters or digits, e.g. EURUSD", field="symbol"
         )
     return normalized
 
@@ -114,7 +115,7 @@ def import_csv(path: Path, symbol: str | None, timeframe: Timeframe | str | None
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    storage.private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     conn.executescript(_SCHEMA)
     return conn

@@ -259,7 +259,7 @@ def m1(symbol: str) -> CandleSeries:
     """The synthetic M1 series of `symbol` (the whole market is generated on first use and cached; arrays are
     read-only)."""
     if symbol not in SYMBOLS:
-        raise NotFound(f"no synthetic data for symbol {symbol!r}", field="symbol")
+        raise NotFound(f"no synthetic data for symbol {quoted(symbol)}", field="symbol")
     with _lock:  # one thread generates while the others wait for the cached result
         return _market()[symbol]
 
@@ -311,7 +311,7 @@ def _build_m1(symbol: str, path: _Path) -> CandleSeries:
 def candles(symbol: str, timeframe: Timeframe) -> CandleSeries:
     """The synthetic series of `symbol` at `timeframe`, resampled from M1 (cached per symbol and timeframe)."""
     if symbol not in SYMBOLS:
-        raise NotFound(f"no synthetic data for symbol {symbol!r}", field="symbol")
+        raise NotFound(f"no synthetic data for symbol {quoted(symbol)}", field="symbol")
     timeframe = Timeframe.parse(timeframe)
     if timeframe is Timeframe.M1:
         return m1(symbol)
