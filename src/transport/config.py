@@ -109,3 +109,37 @@ def endpoint(service: str) -> Endpoint:
     h = host()
     rest_url = _env(service, "REST_URL") or f"{'https' if tls_on() else 'http'}://{h}:{rest}"
     return Endpoint(rest_url, _env(service, "GRPC_TARGET") or f"{h}:{grpc}")
+
+
+# --- live streams (StreamQuotes, WatchCandles; see docs/streams.md) ---------------------------------------------------
+
+def _number(name: str, default: float, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, not {raw!r}")
+    return value
+
+
+def quote_settings() -> dict:
+    """The quote generator: FXPLAT_QUOTES_RATE (quotes/s per symbol), FXPLAT_QUOTES_PER_BAR (quotes per replayed
+    bar, so bars/s = rate / per bar), FXPLAT_QUOTES_SEED, FXPLAT_QUOTES_LAG_BOUND (quotes per symbol a consumer may
+    lag before it is conflated), FXPLAT_CANDLES_LAG_BOUND (bars before a slow WatchCandles consumer is ended).
+    Replicas that must resume each other's streams need the same values."""
+    return {"rate": _number("FXPLAT_QUOTES_RATE", 10.0, 0.001, 100_000),
+            "per_bar": int(_number("FXPLAT_QUOTES_PER_BAR", 4, 4, 3600)),
+            "seed": int(_number("FXPLAT_QUOTES_SEED", 1, 0, 2**31)),
+            "lag_bound": int(_number("FXPLAT_QUOTES_LAG_BOUND", 256, 1, 1_000_000)),
+            "candle_lag_bound": int(_number("FXPLAT_CANDLES_LAG_BOUND", 64, 1, 1_000_000))}
+
+
+def stream_settings() -> dict:
+    """Stream plumbing: FXPLAT_STREAM_HEARTBEAT_S, FXPLAT_MAX_STREAMS (per process), FXPLAT_MAX_STREAMS_PER_TOKEN."""
+    return {"heartbeat_s": _number("FXPLAT_STREAM_HEARTBEAT_S", 5.0, 0.05, 300),
+            "max_streams": int(_number("FXPLAT_MAX_STREAMS", 1000, 1, 1_000_000)),
+            "max_per_token": int(_number("FXPLAT_MAX_STREAMS_PER_TOKEN", 32, 1, 1_000_000))}
