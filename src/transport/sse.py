@@ -31,8 +31,9 @@ HEARTBEAT_HEADER = "x-heartbeat-ms"
 # Marks a call as a stream in its ASGI scope: the call middleware leaves counting and logging it to `streams.finish`.
 STREAM_SCOPE_KEY = "fxplat.stream"
 
-# (event id, JSON object) of one item; built per stream, so it may keep state (e.g. positions of several symbols).
-Encoder = Callable[[Any], tuple[str, dict]]
+# (event id, JSON object or its encoded bytes) of one item; built per stream, so it may keep state (e.g. positions of
+# several symbols).
+Encoder = Callable[[Any], tuple[str, "dict | bytes"]]
 
 
 def wants_ndjson(request: Request) -> bool:
@@ -62,7 +63,7 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
 
     def item_bytes(item: Any) -> bytes:
         event_id, obj = encoder(item)
-        data = orjson.dumps(obj)
+        data = obj if isinstance(obj, bytes) else orjson.dumps(obj)
         if ndjson:
             return data + b"\n"
         return b"id: " + event_id.encode() + b"\nevent: " + kind.encode() + b"\ndata: " + data + b"\n\n"

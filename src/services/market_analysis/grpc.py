@@ -20,6 +20,8 @@ from services.market_analysis.models import (
     SymbolInfo,
     TrendDirection,
 )
+from functools import lru_cache
+
 from google.protobuf import timestamp_pb2
 
 from services.market_analysis.models import ClosedCandle, Quote
@@ -137,6 +139,16 @@ def quote_from_pb(m: pb.Quote) -> Quote:
     return Quote(m.symbol, m.sequence, _unix(m.time), m.bid, m.ask, m.mid)
 
 
+@lru_cache(maxsize=1 << 16)
+def quote_field(q: Quote) -> bytes:
+    """A quote as one `quotes` field of StreamQuotesResponse, serialised once per quote for every subscriber (the
+    feed's ring hands the same Quote objects to all of them)."""
+    return wire.length_delimited(_QUOTES_FIELD, quote_to_pb(q).SerializeToString())
+
+
+_QUOTES_FIELD = pb.StreamQuotesResponse.DESCRIPTOR.fields_by_name["quotes"].number
+
+
 def candle_to_pb(c: ClosedCandle) -> pb.ClosedCandle:
     return pb.ClosedCandle(sequence=c.sequence, time=_ts(c.time), open=c.open, high=c.high, low=c.low, close=c.close,
                            volume=c.volume)
@@ -176,8 +188,8 @@ def methods(impl: MarketAnalysis) -> list[GrpcMethod]:
         return await impl.quotes.candles(req.symbol, pc.timeframe_from_pb(req.timeframe, default=Timeframe.M1),
                                          req.resume_after)
 
-    def quotes_message(batch: list[Quote]) -> pb.StreamQuotesResponse:
-        return pb.StreamQuotesResponse(quotes=[quote_to_pb(q) for q in batch])
+    def quotes_message(batch: list[Quote]) -> bytes:
+        return b"".join(map(quote_field, batch))  # a serialised StreamQuotesResponse
 
     def candles_message(batch: list[ClosedCandle]) -> pb.WatchCandlesResponse:
         return pb.WatchCandlesResponse(candles=[candle_to_pb(c) for c in batch])

@@ -63,7 +63,7 @@ class QuoteSettings:
     candle_lag_bound: int = 64  # closed bars a consumer may lag before it is ended RESOURCE_EXHAUSTED
     resume_window_s: float = 3600.0  # how old a resume position may be
     max_symbols: int = 20  # per stream
-    min_tick_s: float = 0.005  # the clock wakes at most this often
+    min_tick_s: float = 0.02  # the clock wakes at most this often (quotes in between are sent together)
 
     def __post_init__(self) -> None:
         if not (0 < self.rate <= 100_000):

@@ -8,10 +8,12 @@ in OpenAPI, and the parity and snapshot tests keep the two in step.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated
 
 import httpx
 import numpy as np
+import orjson
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -184,6 +186,12 @@ def quote_json(q: Quote) -> dict:
             "mid": q.mid}
 
 
+@lru_cache(maxsize=1 << 16)
+def quote_json_bytes(q: Quote) -> bytes:
+    """A quote's JSON, encoded once per quote for every subscriber (they share the feed's Quote objects)."""
+    return orjson.dumps(quote_json(q))
+
+
 def quote_from_json(b: dict) -> Quote:
     t = np.datetime64(b["time"].rstrip("Z"), "ms").astype(np.int64) / 1000
     return Quote(b["symbol"], int(b["sequence"]), float(t), b["bid"], b["ask"], b["mid"])
@@ -274,7 +282,7 @@ def router(impl: MarketAnalysis) -> APIRouter:
 
         def encode(q: Quote) -> tuple[str, dict]:
             state[q.symbol] = q.sequence
-            return resume_token(state), quote_json(q)
+            return resume_token(state), quote_json_bytes(q)
 
         return await sse.respond(request, service="market_analysis", method="StreamQuotes", kind="quote",
                                  open_=lambda: impl.quotes.quotes(names, positions), encoder=encode)
