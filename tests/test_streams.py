@@ -353,3 +353,26 @@ async def test_curl_n_receives_the_sse_stream(market_host, tokens):
     events = out.decode().split("\n\n")[:5]
     assert events[0].startswith(f"id: EURUSD:{head - 19}\nevent: quote\ndata: ")
     assert [json.loads(e.split("data: ", 1)[1])["sequence"] for e in events] == list(range(head - 19, head - 14))
+
+
+async def test_fxplat_watch_json_prints_one_line_per_quote_and_stops_at_count(market_host, tokens, tmp_path):
+    import sys
+
+    flags = tmp_path / "flags.yaml"
+    flags.write_text("services:\n  market_analysis: {grpc: 100}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FXPLAT_", "UNLEASH_", "OTEL_"))}
+    env.update(FXPLAT_TOKEN=tokens(), FXPLAT_FLAGS=str(flags), FXPLAT_MARKET_ANALYSIS_REST_URL=market_host.rest_url,
+               FXPLAT_MARKET_ANALYSIS_GRPC_TARGET=market_host.grpc_target)
+    head = market_host.impl.quotes.sequence_now()
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("fxplat")), "watch", "EURUSD", "GBPUSD", "--json", "--count", "6",
+        "--after", f"EURUSD:{head - 10},GBPUSD:{head - 10}", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, err.decode()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [(q["symbol"], q["sequence"]) for q in lines] == [
+        (s, head - 9 + i) for i in range(3) for s in ("EURUSD", "GBPUSD")]
+    assert {q["transport"] for q in lines} == {"grpc"}
+    expected = market_host.impl.quotes.replay("EURUSD").quotes(head - 9, head - 6)
+    assert [q["bid"] for q in lines if q["symbol"] == "EURUSD"] == [q.bid for q in expected]
