@@ -272,24 +272,18 @@ def _bearer(tokens: TokenSource) -> str:
     return f"Bearer {tokens()}"
 
 
-class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Adds `authorization` metadata to every unary and server-streaming call, unless the call brings its own."""
+class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds `authorization` metadata to every unary call, unless the call brings its own."""
 
     def __init__(self, tokens: TokenSource) -> None:
         self._tokens = tokens
 
-    def _with_token(self, client_call_details):
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
         metadata = client_call_details.metadata or grpc.aio.Metadata()
         if "authorization" not in metadata:
             metadata = grpc.aio.Metadata(*metadata, ("authorization", _bearer(self._tokens)))
             client_call_details = client_call_details._replace(metadata=metadata)
-        return client_call_details
-
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
-        return await continuation(self._with_token(client_call_details), request)
-
-    async def intercept_unary_stream(self, continuation, client_call_details, request):
-        return await continuation(self._with_token(client_call_details), request)
+        return await continuation(client_call_details, request)
 
 
 class BearerStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
