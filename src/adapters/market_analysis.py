@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from adapters.core import FlaggedCaller, MethodPolicy
+from adapters.streaming import ResumableStream, StreamingAdapter
 from services.market_analysis.models import (
     CandlePage,
     CandlesQuery,
@@ -20,6 +21,15 @@ POLICIES = {m: MethodPolicy(idempotent=True, read=True)
 class MarketAnalysisAdapter:
     def __init__(self, caller: FlaggedCaller[MarketAnalysis]) -> None:
         self.caller = caller
+        self._streams = StreamingAdapter(caller)
+
+    def stream_quotes(self, symbols: list[str], after: dict[str, int] | None = None, **options) -> ResumableStream:
+        """Live quotes as an async iterator that resumes across transports (see adapters.streaming)."""
+        return self._streams.stream_quotes(symbols, after, **options)
+
+    def watch_candles(self, symbol: str, timeframe="M1", after: int = 0, **options) -> ResumableStream:
+        """Bars as they close, as an async iterator that resumes across transports (see adapters.streaming)."""
+        return self._streams.watch_candles(symbol, timeframe, after, **options)
 
     async def list_symbols(self) -> list[SymbolInfo]:
         return await self.caller.call("ListSymbols", "list_symbols")

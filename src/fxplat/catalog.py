@@ -64,8 +64,9 @@ class BuildContext:
 
 async def _market_analysis(ctx: BuildContext):
     from services.market_analysis.domain import MarketAnalysisDomain
+    from services.market_analysis.quotes import QuoteSettings
 
-    domain = MarketAnalysisDomain(ctx.data_dir)
+    domain = MarketAnalysisDomain(ctx.data_dir, QuoteSettings(**config.quote_settings()))
     await domain.warm()
     return domain, None
 

@@ -233,6 +233,37 @@ def analyze(
     _served(record)
 
 
+# --- streams (issue 17): fxplat watch ------------------------------------------------------------------------------
+
+@app.command()
+def watch(
+    symbols: Annotated[list[str], typer.Argument(help="Symbols to watch (1-20), e.g. EURUSD GBPUSD.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per quote instead of the live table.")] = False,
+    count: Annotated[Optional[int], typer.Option("--count", "-n", min=1, help="Stop after this many quotes.")] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", min=0.1, help="Stop after this many seconds.")] = None,
+    after: Annotated[str, typer.Option(help="Resume after SYMBOL:SEQUENCE[,...] (an SSE event id).")] = "",
+    transport: Annotated[str, typer.Option(help="auto (by flags), grpc or rest.")] = "auto",
+    flags: FlagsOpt = None,
+) -> None:
+    """Watch live quotes (StreamQuotes) through the streaming adapter: a live table with the transport in use and
+    any failover, or --json lines. The stream survives the gRPC path failing (it resumes over SSE, no gap)."""
+    from fxplat import watch as watcher
+    from services.common.errors import DomainError
+
+    if transport not in ("auto", "grpc", "rest"):
+        _fail(f"--transport must be auto, grpc or rest, not {transport!r}")
+    evaluator = _flags(flags)
+    try:
+        asyncio.run(watcher.run(symbols, flags=evaluator, transport=transport, as_json=as_json, count=count,
+                                duration=duration, after=after))
+    except DomainError as exc:
+        _fail_domain(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    finally:
+        evaluator.close()
+
+
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -269,9 +300,16 @@ def status(
 def bench(
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows and ratios to this file.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer sizes and iterations (a smoke run, ~15 s).")] = False,
+    streams: Annotated[bool, typer.Option("--streams", help="Instead: live quotes, gRPC stream vs SSE, 1 and 100 "
+                                                            "subscribers: quotes/s and server CPU per quote.")] = False,
 ) -> None:
     """Benchmark REST vs gRPC through the adapters, and the adapter vs a raw stub, against a Market Analysis server
     started in a separate process; prints p50/p99, 16-caller throughput and the ratios with their targets (~1 min)."""
+    if streams:  # issue 17: src/fxplat/bench_streams.py
+        from fxplat.bench_streams import run_stream_bench
+
+        run_stream_bench(json_path=json_file, quick=quick, log=lambda line: typer.echo(line, err=True))
+        return
     from fxplat.bench import run_bench
 
     run_bench(json_path=json_file, quick=quick, log=lambda line: typer.echo(line, err=True))

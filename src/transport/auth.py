@@ -308,6 +308,20 @@ class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(client_call_details, request)
 
 
+class BearerStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    """The same for server-streaming calls (grpc.aio files each interceptor under one call type only)."""
+
+    def __init__(self, tokens: TokenSource) -> None:
+        self._tokens = tokens
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        metadata = client_call_details.metadata or grpc.aio.Metadata()
+        if "authorization" not in metadata:
+            metadata = grpc.aio.Metadata(*metadata, ("authorization", _bearer(self._tokens)))
+            client_call_details = client_call_details._replace(metadata=metadata)
+        return await continuation(client_call_details, request)
+
+
 class BearerAuth(httpx.Auth):
     """Adds the `authorization` header to every request, unless the request brings its own."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import httpx
 
-from transport.auth import BearerAuth, BearerInterceptor, TokenSource
+from transport.auth import BearerAuth, BearerInterceptor, BearerStreamInterceptor, TokenSource
 from transport.grpc_server import MAX_MESSAGE_BYTES
 
 CHANNEL_OPTIONS = [
@@ -68,7 +68,8 @@ class ClientFactory:
             options = list(CHANNEL_OPTIONS)
             if target.startswith("dns:"):
                 options.append(("grpc.service_config", ROUND_ROBIN))
-            interceptors = [BearerInterceptor(self.token_source)] if self.token_source else None
+            interceptors = [BearerInterceptor(self.token_source), BearerStreamInterceptor(self.token_source)] \
+                if self.token_source else None
             if self._tls if tls is None else tls:
                 creds = grpc.ssl_channel_credentials(root_certificates=self._ca)
                 self._channels[target] = grpc.aio.secure_channel(target, creds, options=options,

@@ -49,16 +49,7 @@ def host() -> str:
 
 
 def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not 0 <= value <= 3600:
-        raise ValueError(f"{name} must be between 0 and 3600 seconds, not {raw!r}")
-    return value
+    return _number(name, default, 0, 3600)
 
 
 def drain_delay_s() -> float:
@@ -143,6 +134,40 @@ def input_limits() -> InputLimits:
                        _bytes("FXPLAT_MAX_TOKEN_BYTES", DEFAULT_MAX_TOKEN_BYTES))
 
 
+# --- live streams (StreamQuotes, WatchCandles; see docs/streams.md) ---------------------------------------------------
+
+def _number(name: str, default: float, low: float, high: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, not {raw!r}")
+    return value
+
+
+def quote_settings() -> dict:
+    """The quote generator: FXPLAT_QUOTES_RATE (quotes/s per symbol), FXPLAT_QUOTES_PER_BAR (quotes per replayed
+    bar, so bars/s = rate / per bar), FXPLAT_QUOTES_SEED, FXPLAT_QUOTES_LAG_BOUND (quotes per symbol a consumer may
+    lag before it is conflated), FXPLAT_CANDLES_LAG_BOUND (bars before a slow WatchCandles consumer is ended).
+    Replicas that must resume each other's streams need the same values."""
+    return {"rate": _number("FXPLAT_QUOTES_RATE", 10.0, 0.001, 100_000),
+            "per_bar": int(_number("FXPLAT_QUOTES_PER_BAR", 4, 4, 3600)),
+            "seed": int(_number("FXPLAT_QUOTES_SEED", 1, 0, 2**31)),
+            "lag_bound": int(_number("FXPLAT_QUOTES_LAG_BOUND", 256, 1, 1_000_000)),
+            "candle_lag_bound": int(_number("FXPLAT_CANDLES_LAG_BOUND", 64, 1, 1_000_000))}
+
+
+def stream_settings() -> dict:
+    """Stream plumbing: FXPLAT_STREAM_HEARTBEAT_S, FXPLAT_MAX_STREAMS (per process), FXPLAT_MAX_STREAMS_PER_TOKEN."""
+    return {"heartbeat_s": _number("FXPLAT_STREAM_HEARTBEAT_S", 5.0, 0.05, 300),
+            "max_streams": int(_number("FXPLAT_MAX_STREAMS", 1000, 1, 1_000_000)),
+            "max_per_token": int(_number("FXPLAT_MAX_STREAMS_PER_TOKEN", 32, 1, 1_000_000))}
+
+
 # --- Every environment variable the platform reads ------------------------------------------------------------------
 # One registry, so code, manifests (deploy/k8s) and docs (docs/deployment.md) cannot drift: tests/test_env_registry.py
 # fails when the code reads a variable missing here (or one here is read nowhere), tests/test_manifests.py when a
@@ -191,6 +216,16 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "headers (bytes); larger ones are refused 431."),
     EnvVar("FXPLAT_MAX_TOKEN_BYTES", f"{DEFAULT_MAX_TOKEN_BYTES}", "Largest bearer token (bytes) either transport "
            "accepts."),
+    # live streams (docs/streams.md); replicas that resume each other's streams need the same quote settings
+    EnvVar("FXPLAT_QUOTES_RATE", "10", "Quotes per second per symbol the generator publishes."),
+    EnvVar("FXPLAT_QUOTES_PER_BAR", "4", "Quotes per replayed bar (bars per second = rate / per bar)."),
+    EnvVar("FXPLAT_QUOTES_SEED", "1", "Seed of the deterministic quote generator."),
+    EnvVar("FXPLAT_QUOTES_LAG_BOUND", "256", "Quotes per symbol a consumer may lag before it is conflated."),
+    EnvVar("FXPLAT_CANDLES_LAG_BOUND", "64", "Closed bars a WatchCandles consumer may lag before it is ended "
+           "RESOURCE_EXHAUSTED."),
+    EnvVar("FXPLAT_STREAM_HEARTBEAT_S", "5", "Seconds between heartbeats on an idle stream."),
+    EnvVar("FXPLAT_MAX_STREAMS", "1000", "Open streams one process serves at most."),
+    EnvVar("FXPLAT_MAX_STREAMS_PER_TOKEN", "32", "Open streams one bearer token may hold at most."),
     # stopping
     EnvVar("FXPLAT_DRAIN_DELAY_S", f"{DEFAULT_DRAIN_DELAY_S:g}", "Seconds a stopping server keeps serving while "
            "/readyz and gRPC health report it not ready, so load balancers move away first."),

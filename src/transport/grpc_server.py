@@ -13,9 +13,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.errors import DomainError
-from transport import config, context, drain, errors, limits, logs, reflection, tracing
+from transport import config, context, drain, errors, grpc_streams, limits, logs, reflection, tracing
 from transport.auth import TokenVerifier
 from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
+from transport.streams import StreamMethod
 
 log = logging.getLogger("fxplat.grpc")
 
@@ -125,7 +126,9 @@ def service_handler(full_name: str, methods: Sequence[GrpcMethod],
     if auth is not None and (unscoped := [m.name for m in methods if not m.scope]):
         raise RuntimeError(f"{full_name}: methods without a scope: {', '.join(unscoped)}")
     service, gate = service_label(full_name), drain.Gate()
-    return ServiceHandler(full_name, {m.name: _wrap(service, m, auth, gate) for m in methods}, gate)
+    # Server-streaming RPCs (transport.streams.StreamMethod) have their own wrapper: transport.grpc_streams.
+    return ServiceHandler(full_name, {m.name: grpc_streams.wrap(service, m, auth, gate) if isinstance(m, StreamMethod)
+                                      else _wrap(service, m, auth, gate) for m in methods}, gate)
 
 
 async def create_server(

@@ -149,10 +149,12 @@ class _CallContext:
             self.in_flight.dec()
             route = scope.get("route")
             method, code = getattr(route, "name", "") or scope["path"], _code_of(status)
-            if route is not None:  # unrouted paths (404s) are not RPCs: a path label would grow without bound
+            stream = scope.get("fxplat.stream", False)  # streams count and log themselves (transport.streams)
+            if route is not None and not stream:  # unrouted paths (404s) are not RPCs: a path label would grow
                 SERVER_REQUESTS.labels(self.service, method, "rest", code).inc()
                 SERVER_LATENCY.labels(self.service, method, "rest").observe(elapsed)
-            logs.call(self.service, method, "rest", code, elapsed, rid, tracing.trace_id(span))
+            if not stream:
+                logs.call(self.service, method, "rest", code, elapsed, rid, tracing.trace_id(span))
             tracing.end_server(span, code, method=method, http_status=status)
 
         async def send_recording_status(message):

@@ -38,6 +38,7 @@ from services.market_analysis.models import (
     SummaryQuery,
     SymbolInfo,
 )
+from services.market_analysis.quotes import QuoteHub, QuoteSettings, SourceInfo
 from services.market_analysis.store import ImportedStore, ImportedTimeframe
 
 DEFAULT_SUMMARY_BARS = 500
@@ -47,10 +48,11 @@ _RESAMPLED_CACHE_SIZE = 64
 class MarketAnalysisDomain:
     """Market data, indicators and summaries. `data_dir` holds imported data (None = synthetic data only)."""
 
-    def __init__(self, data_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, quotes: QuoteSettings | None = None) -> None:
         self._store = ImportedStore(Path(data_dir)) if data_dir is not None else None
         self._resampled: dict[tuple, CandleSeries] = {}  # imported series resampled, keyed with the store version
         self._lock = threading.Lock()
+        self.quotes = QuoteHub(self.replay_source, quotes)  # the live streams (StreamQuotes, WatchCandles)
 
     # --- MarketAnalysis --------------------------------------------------------------------------------------------
 
@@ -95,6 +97,16 @@ class MarketAnalysisDomain:
         if symbol in synthetic.SYMBOLS:
             return synthetic.candles(symbol, timeframe)
         raise NotFound(f"unknown symbol {quoted(symbol)}; ListSymbols lists the available symbols", field="symbol")
+
+    def replay_source(self, symbol: str) -> SourceInfo:
+        """What the live streams replay for `symbol`: its finest bars (synthetic M1, or the finest imported)."""
+        symbol = _symbol(symbol)
+        imported = self._store.timeframes(symbol) if self._store else []
+        series = self.series(symbol, imported[0].timeframe if imported else Timeframe.M1)
+        info = _imported_info(symbol, imported) if imported else None
+        spec = synthetic.SYMBOLS.get(symbol)
+        pip, digits = (info.pip_size, info.digits) if info else (spec.pip_size, spec.digits)
+        return SourceInfo(series, pip, digits)
 
     def candles(self, symbol: str, timeframe: Timeframe | str, range: TimeRange = TimeRange()) -> CandleSeries:
         """All bars of `symbol` at `timeframe` with range.start <= time < range.end (no paging)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from forex.market_analysis.v1 import market_analysis_pb2 as pb
 from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
+from services.common.market_types import Timeframe
 from services.market_analysis.models import (
     DEFAULT_CANDLES_PER_PAGE,
     CandlePage,
@@ -19,9 +20,16 @@ from services.market_analysis.models import (
     SymbolInfo,
     TrendDirection,
 )
+from functools import lru_cache
+
+from google.protobuf import timestamp_pb2
+
+from services.market_analysis.models import ClosedCandle, Quote
 from transport import grpc_client, wire
 from transport import proto_codec as pc
 from transport.grpc_server import GrpcMethod
+from transport.grpc_streams import GrpcItemStream
+from transport.streams import StreamMethod
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MarketAnalysisService"].full_name
 _TREND = {t: pb.TrendDirection.Value(f"TREND_DIRECTION_{t.name}") for t in TrendDirection}
@@ -114,6 +122,47 @@ def summary_from_pb(m: pb.AnalyzeMarketResponse) -> MarketSummary:
                          tuple(m.support), tuple(m.resistance))
 
 
+def _ts(unix: float) -> timestamp_pb2.Timestamp:
+    ms = round(unix * 1000)
+    return timestamp_pb2.Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def _unix(ts: timestamp_pb2.Timestamp) -> float:
+    return ts.seconds + ts.nanos // 1_000_000 / 1000
+
+
+def quote_to_pb(q: Quote) -> pb.Quote:
+    return pb.Quote(symbol=q.symbol, sequence=q.sequence, time=_ts(q.time), bid=q.bid, ask=q.ask, mid=q.mid)
+
+
+def quote_from_pb(m: pb.Quote) -> Quote:
+    return Quote(m.symbol, m.sequence, _unix(m.time), m.bid, m.ask, m.mid)
+
+
+@lru_cache(maxsize=1 << 16)
+def quote_field(q: Quote) -> bytes:
+    """A quote as one `quotes` field of StreamQuotesResponse, serialised once per quote for every subscriber (the
+    feed's ring hands the same Quote objects to all of them)."""
+    return wire.length_delimited(_QUOTES_FIELD, quote_to_pb(q).SerializeToString())
+
+
+_QUOTES_FIELD = pb.StreamQuotesResponse.DESCRIPTOR.fields_by_name["quotes"].number
+
+
+def candle_to_pb(c: ClosedCandle) -> pb.ClosedCandle:
+    return pb.ClosedCandle(sequence=c.sequence, time=_ts(c.time), open=c.open, high=c.high, low=c.low, close=c.close,
+                           volume=c.volume)
+
+
+def candle_from_pb(m: pb.ClosedCandle, symbol: str, timeframe: Timeframe) -> ClosedCandle:
+    return ClosedCandle(symbol, timeframe, m.sequence, m.time.seconds, m.open, m.high, m.low, m.close, m.volume)
+
+
+def stream_quotes_request(symbols: list[str], after: dict[str, int] | None) -> pb.StreamQuotesRequest:
+    return pb.StreamQuotesRequest(symbols=symbols, resume_after=[pb.QuotePosition(symbol=s, sequence=n)
+                                                                 for s, n in (after or {}).items()])
+
+
 # --- server skin ----------------------------------------------------------------------------------------------------
 
 def methods(impl: MarketAnalysis) -> list[GrpcMethod]:
@@ -132,11 +181,26 @@ def methods(impl: MarketAnalysis) -> list[GrpcMethod]:
     async def analyze_market(req: pb.AnalyzeMarketRequest) -> pb.AnalyzeMarketResponse:
         return summary_to_pb(await impl.analyze_market(summary_query_from_pb(req)))
 
+    async def stream_quotes(req: pb.StreamQuotesRequest):
+        return await impl.quotes.quotes(list(req.symbols), {p.symbol: p.sequence for p in req.resume_after})
+
+    async def watch_candles(req: pb.WatchCandlesRequest):
+        return await impl.quotes.candles(req.symbol, pc.timeframe_from_pb(req.timeframe, default=Timeframe.M1),
+                                         req.resume_after)
+
+    def quotes_message(batch: list[Quote]) -> bytes:
+        return b"".join(map(quote_field, batch))  # a serialised StreamQuotesResponse
+
+    def candles_message(batch: list[ClosedCandle]) -> pb.WatchCandlesResponse:
+        return pb.WatchCandlesResponse(candles=[candle_to_pb(c) for c in batch])
+
     return [
         GrpcMethod("ListSymbols", pb.ListSymbolsRequest, list_symbols, "market:read"),
         GrpcMethod("GetCandles", pb.GetCandlesRequest, get_candles, "market:read"),
         GrpcMethod("ComputeIndicators", pb.ComputeIndicatorsRequest, compute_indicators, "market:read"),
         GrpcMethod("AnalyzeMarket", pb.AnalyzeMarketRequest, analyze_market, "market:read"),
+        StreamMethod("StreamQuotes", pb.StreamQuotesRequest, stream_quotes, quotes_message, "market:read"),
+        StreamMethod("WatchCandles", pb.WatchCandlesRequest, watch_candles, candles_message, "market:read"),
     ]
 
 
@@ -166,3 +230,17 @@ class MarketAnalysisGrpcClient:
     async def analyze_market(self, query: SummaryQuery) -> MarketSummary:
         resp = await grpc_client.unary(self._stub.AnalyzeMarket, summary_query_to_pb(query), metadata=self._md)
         return summary_from_pb(resp)
+
+    # --- streams (read through adapters.streaming, which resumes them across transports) ---
+
+    def stream_quotes(self, symbols: list[str], after: dict[str, int] | None = None) -> GrpcItemStream:
+        """StreamQuotes from after each symbol's position (else live); batches of Quote."""
+        return GrpcItemStream(self._stub.StreamQuotes, stream_quotes_request(symbols, after),
+                              lambda m: [quote_from_pb(q) for q in m.quotes], self._md)
+
+    def watch_candles(self, symbol: str, timeframe: Timeframe, after: int = 0) -> GrpcItemStream:
+        """WatchCandles after sequence `after` (0: the next bar to close); batches of ClosedCandle."""
+        tf = Timeframe.parse(timeframe)
+        request = pb.WatchCandlesRequest(symbol=symbol, timeframe=pc.timeframe_to_pb(tf), resume_after=after)
+        return GrpcItemStream(self._stub.WatchCandles, request,
+                              lambda m: [candle_from_pb(c, symbol.upper(), tf) for c in m.candles], self._md)

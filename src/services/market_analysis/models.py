@@ -142,6 +142,34 @@ class MarketSummary:
     resistance: tuple[float, ...]  # nearest first, above last price
 
 
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """One live quote (see services.market_analysis.quotes): `sequence` counts the symbol's quotes, and the same
+    sequence always denotes the same quote."""
+
+    symbol: str
+    sequence: int
+    time: float  # market time, unix seconds UTC
+    bid: float
+    ask: float
+    mid: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedCandle:
+    """A bar as it closes in the live stream; `sequence` is the symbol's quote sequence that closed it."""
+
+    symbol: str
+    timeframe: Timeframe
+    sequence: int
+    time: int  # bar open time, unix seconds UTC
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
 @runtime_checkable
 class MarketAnalysis(Protocol):
     async def list_symbols(self) -> list[SymbolInfo]: ...

@@ -8,11 +8,14 @@ in OpenAPI, and the parity and snapshot tests keep the two in step.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated
 
 import httpx
 import numpy as np
-from fastapi import APIRouter, Path, Query
+import orjson
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from services.common.market_types import CandleSeries, TimeRange, Timeframe
@@ -34,7 +37,9 @@ from services.market_analysis.models import (
     SymbolInfo,
     TrendDirection,
 )
-from transport import rest_client
+from services.common.errors import InvalidArgument, quoted
+from services.market_analysis.models import ClosedCandle, Quote
+from transport import rest_client, sse
 from transport.limits import Timestamp
 from transport.rest_app import (
     PROBLEM_RESPONSES, SYMBOL_SCHEMA, TIMEFRAME_SCHEMA, JSONBytes, bounded, from_nullable, one_of,
@@ -152,6 +157,85 @@ def summary_from_json(b: dict) -> MarketSummary:
                          b["realized_volatility"], Regime(b["regime"]), tuple(b["support"]), tuple(b["resistance"]))
 
 
+class QuoteOut(BaseModel):
+    """One quote: an SSE `quote` event's data, or one NDJSON line."""
+
+    symbol: str
+    sequence: int = Field(description="per-symbol sequence; the same number always denotes the same quote")
+    time: datetime = Field(description="market time, ISO-8601 UTC with milliseconds")
+    bid: float
+    ask: float
+    mid: float
+
+
+class ClosedCandleOut(BaseModel):
+    """One closed bar: an SSE `candle` event's data, or one NDJSON line."""
+
+    symbol: str
+    timeframe: str
+    sequence: int = Field(description="sequence of the quote that closed the bar")
+    time: datetime = Field(description="bar open time, ISO-8601 UTC")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+def _iso_ms(unix: float) -> str:
+    return str(np.datetime64(round(unix * 1000), "ms")) + "Z"
+
+
+def quote_json(q: Quote) -> dict:
+    return {"symbol": q.symbol, "sequence": q.sequence, "time": _iso_ms(q.time), "bid": q.bid, "ask": q.ask,
+            "mid": q.mid}
+
+
+@lru_cache(maxsize=1 << 16)
+def quote_json_bytes(q: Quote) -> bytes:
+    """A quote's JSON, encoded once per quote for every subscriber (they share the feed's Quote objects)."""
+    return orjson.dumps(quote_json(q))
+
+
+def quote_from_json(b: dict) -> Quote:
+    t = np.datetime64(b["time"].rstrip("Z"), "ms").astype(np.int64) / 1000
+    return Quote(b["symbol"], int(b["sequence"]), float(t), b["bid"], b["ask"], b["mid"])
+
+
+def candle_json(c: ClosedCandle) -> dict:
+    return {"symbol": c.symbol, "timeframe": c.timeframe.value, "sequence": c.sequence, "time": iso_times([c.time])[0],
+            "open": c.open, "high": c.high, "low": c.low, "close": c.close, "volume": c.volume}
+
+
+def candle_from_json(b: dict) -> ClosedCandle:
+    return ClosedCandle(b["symbol"], Timeframe(b["timeframe"]), int(b["sequence"]), int(unix_times([b["time"]])[0]),
+                        b["open"], b["high"], b["low"], b["close"], b["volume"])
+
+
+def resume_token(positions: dict[str, int]) -> str:
+    """The SSE event id of a quote stream: every symbol's last sequence, 'EURUSD:812,GBPUSD:811'."""
+    return ",".join(f"{s}:{n}" for s, n in positions.items())
+
+
+def parse_resume_token(text: str, field: str) -> dict[str, int]:
+    positions: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        symbol, sep, seq = part.partition(":")
+        if not sep or not seq.isdigit() or not symbol:
+            raise InvalidArgument(f"malformed resume position {quoted(part)}: expected SYMBOL:SEQUENCE[,SYMBOL:SEQUENCE...] "
+                                  "as in a previous event's id", field=field)
+        positions[symbol.strip().upper()] = int(seq)
+    return positions
+
+
+def _stream_doc(model: type[BaseModel], kind: str) -> dict:
+    return {200: {"description": f"text/event-stream: one `{kind}` event per item (`id` = resume token, `data` = the "
+                                 f"JSON object), `: heartbeat` comments while idle, a last `error` event with a "
+                                 f"problem+json body; or, with `Accept: {sse.NDJSON}`, one JSON object per line",
+                  "content": {sse.EVENT_STREAM: {"schema": {"type": "string"}},
+                              sse.NDJSON: {"schema": model.model_json_schema()}}}}
+
+
 # --- server skin ----------------------------------------------------------------------------------------------------
 
 SymbolPath = Annotated[str, Path(description="e.g. EURUSD", json_schema_extra=SYMBOL_SCHEMA)]
@@ -185,6 +269,46 @@ def router(impl: MarketAnalysis) -> APIRouter:
     async def analyze_market(symbol: SymbolPath, timeframe: TimeframeQ = "H1", start: StartQ = None, end: EndQ = None):
         query = SummaryQuery(symbol, Timeframe.parse(timeframe), TimeRange(start, end))
         return JSONBytes(summary_json(await impl.analyze_market(query)))
+
+    streams = "market-analysis streams"
+
+    @api.get("/quotes/stream", name="StreamQuotes", summary="Stream live quotes (SSE or NDJSON)",
+             response_class=StreamingResponse, responses=_stream_doc(QuoteOut, "quote"), tags=[streams])
+    async def stream_quotes(
+            request: Request,
+            symbols: Annotated[str, Query(description="comma-separated, e.g. EURUSD,GBPUSD (1..20)")],
+            after: Annotated[str, Query(description="resume after these positions: SYMBOL:SEQUENCE,... (an event "
+                                                    "id); Last-Event-ID takes precedence")] = "",
+            last_event_id: Annotated[str | None, Header(description="resume token: the id of the last event "
+                                                                    "received")] = None):
+        field = "Last-Event-ID" if last_event_id else "after"
+        positions = parse_resume_token(last_event_id or after, field)
+        names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+        state = {s: positions[s] for s in names if s in positions}
+
+        def encode(q: Quote) -> tuple[str, dict]:
+            state[q.symbol] = q.sequence
+            return resume_token(state), quote_json_bytes(q)
+
+        return await sse.respond(request, service="market_analysis", method="StreamQuotes", kind="quote",
+                                 open_=lambda: impl.quotes.quotes(names, positions), encoder=encode)
+
+    @api.get("/candles/{symbol}/stream", name="WatchCandles", summary="Stream bars as they close (SSE or NDJSON)",
+             response_class=StreamingResponse, responses=_stream_doc(ClosedCandleOut, "candle"), tags=[streams])
+    async def watch_candles(
+            request: Request, symbol: SymbolPath, timeframe: Annotated[str, Query(description=TIMEFRAME_DOC)] = "M1",
+            after: Annotated[int, Query(ge=0, description="resume after this sequence; Last-Event-ID takes "
+                                                          "precedence")] = 0,
+            last_event_id: Annotated[str | None, Header(description="the id of the last event received")] = None):
+        if last_event_id:
+            if not last_event_id.strip().isdigit():
+                raise InvalidArgument("Last-Event-ID must be the id of a candle event (a sequence number)",
+                                      field="Last-Event-ID")
+            after = int(last_event_id)
+        tf = Timeframe.parse(timeframe)
+        return await sse.respond(request, service="market_analysis", method="WatchCandles", kind="candle",
+                                 open_=lambda: impl.quotes.candles(symbol, tf, after),
+                                 encoder=lambda c: (str(c.sequence), candle_json(c)))
 
     return api
 
@@ -233,3 +357,16 @@ class MarketAnalysisRestClient:
     async def analyze_market(self, query: SummaryQuery) -> MarketSummary:
         return summary_from_json(await self._call("GET", f"/v1/market-summary/{query.symbol}", params={
             "timeframe": query.timeframe.value, **_range_params(query.range)}))
+
+    # --- streams (read through adapters.streaming, which resumes them across transports) ---
+
+    def stream_quotes(self, symbols: list[str], after: dict[str, int] | None = None) -> sse.SseItemStream:
+        return sse.SseItemStream(self._http, "/v1/quotes/stream", params={"symbols": ",".join(symbols)},
+                                 last_event_id=resume_token(after) if after else None,
+                                 decode=lambda _, obj: quote_from_json(obj))
+
+    def watch_candles(self, symbol: str, timeframe: Timeframe, after: int = 0) -> sse.SseItemStream:
+        return sse.SseItemStream(self._http, f"/v1/candles/{symbol}/stream",
+                                 params={"timeframe": Timeframe.parse(timeframe).value},
+                                 last_event_id=str(after) if after else None,
+                                 decode=lambda _, obj: candle_from_json(obj))

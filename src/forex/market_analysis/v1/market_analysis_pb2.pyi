@@ -184,3 +184,75 @@ class AnalyzeMarketResponse(_message.Message):
     support: _containers.RepeatedScalarFieldContainer[float]
     resistance: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[_Union[_common_pb2.Timeframe, str]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bars: _Optional[int] = ..., last_price: _Optional[float] = ..., change_pct: _Optional[float] = ..., trend: _Optional[_Union[TrendDirection, str]] = ..., trend_strength: _Optional[float] = ..., atr: _Optional[float] = ..., realized_volatility: _Optional[float] = ..., regime: _Optional[_Union[Regime, str]] = ..., support: _Optional[_Iterable[float]] = ..., resistance: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class QuotePosition(_message.Message):
+    __slots__ = ("symbol", "sequence")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    sequence: int
+    def __init__(self, symbol: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class StreamQuotesRequest(_message.Message):
+    __slots__ = ("symbols", "resume_after")
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    resume_after: _containers.RepeatedCompositeFieldContainer[QuotePosition]
+    def __init__(self, symbols: _Optional[_Iterable[str]] = ..., resume_after: _Optional[_Iterable[_Union[QuotePosition, _Mapping]]] = ...) -> None: ...
+
+class Quote(_message.Message):
+    __slots__ = ("symbol", "sequence", "time", "bid", "ask", "mid")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    BID_FIELD_NUMBER: _ClassVar[int]
+    ASK_FIELD_NUMBER: _ClassVar[int]
+    MID_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    sequence: int
+    time: _timestamp_pb2.Timestamp
+    bid: float
+    ask: float
+    mid: float
+    def __init__(self, symbol: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bid: _Optional[float] = ..., ask: _Optional[float] = ..., mid: _Optional[float] = ...) -> None: ...
+
+class StreamQuotesResponse(_message.Message):
+    __slots__ = ("quotes",)
+    QUOTES_FIELD_NUMBER: _ClassVar[int]
+    quotes: _containers.RepeatedCompositeFieldContainer[Quote]
+    def __init__(self, quotes: _Optional[_Iterable[_Union[Quote, _Mapping]]] = ...) -> None: ...
+
+class WatchCandlesRequest(_message.Message):
+    __slots__ = ("symbol", "timeframe", "resume_after")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    timeframe: _common_pb2.Timeframe
+    resume_after: int
+    def __init__(self, symbol: _Optional[str] = ..., timeframe: _Optional[_Union[_common_pb2.Timeframe, str]] = ..., resume_after: _Optional[int] = ...) -> None: ...
+
+class ClosedCandle(_message.Message):
+    __slots__ = ("sequence", "time", "open", "high", "low", "close", "volume")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    time: _timestamp_pb2.Timestamp
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., open: _Optional[float] = ..., high: _Optional[float] = ..., low: _Optional[float] = ..., close: _Optional[float] = ..., volume: _Optional[float] = ...) -> None: ...
+
+class WatchCandlesResponse(_message.Message):
+    __slots__ = ("candles",)
+    CANDLES_FIELD_NUMBER: _ClassVar[int]
+    candles: _containers.RepeatedCompositeFieldContainer[ClosedCandle]
+    def __init__(self, candles: _Optional[_Iterable[_Union[ClosedCandle, _Mapping]]] = ...) -> None: ...

@@ -55,6 +55,16 @@ class MarketAnalysisServiceStub:
                 request_serializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.AnalyzeMarketRequest.SerializeToString,
                 response_deserializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.AnalyzeMarketResponse.FromString,
                 _registered_method=True)
+        self.StreamQuotes = channel.unary_stream(
+                '/forex.market_analysis.v1.MarketAnalysisService/StreamQuotes',
+                request_serializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.StreamQuotesRequest.SerializeToString,
+                response_deserializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.StreamQuotesResponse.FromString,
+                _registered_method=True)
+        self.WatchCandles = channel.unary_stream(
+                '/forex.market_analysis.v1.MarketAnalysisService/WatchCandles',
+                request_serializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.WatchCandlesRequest.SerializeToString,
+                response_deserializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.WatchCandlesResponse.FromString,
+                _registered_method=True)
 
 
 class MarketAnalysisServiceServicer:
@@ -95,6 +105,23 @@ class MarketAnalysisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamQuotes(self, request, context):
+        """Streams live bid/ask quotes of one or more symbols, resumable from any recent per-symbol sequence. A consumer
+        that falls behind is conflated to the latest quote per symbol (its sequences then skip); an empty message is a
+        heartbeat. Ends UNAVAILABLE when the server drains: resume elsewhere from the last sequence received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchCandles(self, request, context):
+        """Streams each bar of one symbol and timeframe as it closes, resumable from a sequence. Bars are never dropped: a
+        consumer that falls too far behind is ended RESOURCE_EXHAUSTED. An empty message is a heartbeat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketAnalysisServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +144,16 @@ def add_MarketAnalysisServiceServicer_to_server(servicer, server):
                     servicer.AnalyzeMarket,
                     request_deserializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.AnalyzeMarketRequest.FromString,
                     response_serializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.AnalyzeMarketResponse.SerializeToString,
+            ),
+            'StreamQuotes': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamQuotes,
+                    request_deserializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.StreamQuotesRequest.FromString,
+                    response_serializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.StreamQuotesResponse.SerializeToString,
+            ),
+            'WatchCandles': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCandles,
+                    request_deserializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.WatchCandlesRequest.FromString,
+                    response_serializer=forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.WatchCandlesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +265,60 @@ class MarketAnalysisService:
             '/forex.market_analysis.v1.MarketAnalysisService/AnalyzeMarket',
             forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.AnalyzeMarketRequest.SerializeToString,
             forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.AnalyzeMarketResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamQuotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/forex.market_analysis.v1.MarketAnalysisService/StreamQuotes',
+            forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.StreamQuotesRequest.SerializeToString,
+            forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.StreamQuotesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCandles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/forex.market_analysis.v1.MarketAnalysisService/WatchCandles',
+            forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.WatchCandlesRequest.SerializeToString,
+            forex_dot_market__analysis_dot_v1_dot_market__analysis__pb2.WatchCandlesResponse.FromString,
             options,
             channel_credentials,
             insecure,

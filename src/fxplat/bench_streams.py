@@ -1,0 +1,197 @@
+"""`fxplat bench --streams`: live quotes over a gRPC server stream vs Server-Sent Events, side by side in one run.
+
+Two Market Analysis servers run in child processes (`fxplat up --service market_analysis` on free loopback ports),
+one generating 1,000 quotes/s per symbol (for 1 subscriber of 8 symbols: 8,000 quotes/s) and one 20 quotes/s per
+symbol (for 100 subscribers of 4 symbols each: 8,000 quotes/s in all). For each transport and subscriber count the
+client (this process, one event loop) reads every stream for a fixed window through the services' stream clients
+(GrpcItemStream / SseItemStream) and counts the quotes delivered; the server's CPU time over the same window comes
+from /proc/<pid>/stat. The rows alternate transports, twice, so drift in machine load hits both alike.
+
+Reported per row: quotes/s delivered, server CPU (% of a core), server CPU µs per quote and quotes per server
+CPU-second; then gRPC / SSE of quotes per CPU-second at 1 and at 100 subscribers, against the target (>= 3x).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+TARGET_RATIO = 3.0
+SYMBOLS = ["EURUSD", "GBPUSD", "USDJPY", "USDCHF", "AUDUSD", "USDCAD", "NZDUSD", "EURGBP"]
+START_TIMEOUT_S = 120.0
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    subscribers: int
+    symbols_each: int
+    rate: float  # quotes/s per symbol on its server
+
+
+SCENARIOS = (Scenario(1, 8, 1000.0), Scenario(100, 4, 20.0))
+
+
+@dataclass
+class Row:
+    transport: str
+    subscribers: int
+    window_s: float
+    quotes: int
+    server_cpu_s: float
+
+    @property
+    def quotes_per_s(self) -> float:
+        return self.quotes / self.window_s
+
+    @property
+    def cpu_pct(self) -> float:
+        return 100 * self.server_cpu_s / self.window_s
+
+    @property
+    def cpu_us_per_quote(self) -> float:
+        return 1e6 * self.server_cpu_s / max(1, self.quotes)
+
+    @property
+    def quotes_per_cpu_s(self) -> float:
+        return self.quotes / max(1e-9, self.server_cpu_s)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    """One Market Analysis server in a child process, quotes at `rate` per symbol; stopped on exit."""
+
+    def __init__(self, workdir: Path, rate: float) -> None:
+        self.rest_port, self.grpc_port = _free_port(), _free_port()
+        self.rate, self.workdir = rate, workdir
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "_Server":
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FXPLAT_", "UNLEASH_"))}
+        env.update(FXPLAT_AUTH="off", FXPLAT_QUOTES_RATE=str(self.rate), FXPLAT_DATA_DIR=str(self.workdir),
+                   FXPLAT_LOG_FORMAT="json", FXPLAT_MAX_STREAMS_PER_TOKEN="1000",
+                   FXPLAT_QUOTES_LAG_BOUND=str(int(self.rate * 10)))
+        cmd = [sys.executable, "-c", "from fxplat.cli import app; app()", "up", "--service", "market_analysis",
+               "--rest-port", str(self.rest_port), "--grpc-port", str(self.grpc_port)]
+        self.log = open(self.workdir / f"server-{self.rest_port}.log", "wb")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        import httpx
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"benchmark server exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.rest_port}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"benchmark server not ready within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.2)
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+async def _measure(server: _Server, transport: str, scenario: Scenario, window_s: float) -> Row:
+    from services.market_analysis.grpc import MarketAnalysisGrpcClient
+    from services.market_analysis.rest import MarketAnalysisRestClient
+    from transport.client_factory import ClientFactory
+
+    async with ClientFactory(max_connections=scenario.subscribers + 10) as factory:
+        if transport == "grpc":
+            client = MarketAnalysisGrpcClient(factory.channel(f"127.0.0.1:{server.grpc_port}"))
+        else:
+            client = MarketAnalysisRestClient(factory.http(f"http://127.0.0.1:{server.rest_port}"))
+        streams = [client.stream_quotes([SYMBOLS[(i + k) % len(SYMBOLS)] for k in range(scenario.symbols_each)])
+                   for i in range(scenario.subscribers)]
+        await asyncio.gather(*(s.open() for s in streams))
+        counting = False
+        count = 0
+
+        async def read(stream) -> None:
+            nonlocal count
+            while True:
+                batch = await stream.next()
+                if counting:
+                    count += len(batch)
+
+        readers = [asyncio.create_task(read(s)) for s in streams]
+        await asyncio.sleep(1.0)  # warm-up: connections up, backlogs drained
+        counting, cpu0, t0 = True, server.cpu_s(), time.perf_counter()
+        await asyncio.sleep(window_s)
+        counting, cpu1, t1 = False, server.cpu_s(), time.perf_counter()
+        for r in readers:
+            r.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for s in streams:
+            await s.close()
+    return Row(transport, scenario.subscribers, t1 - t0, count, cpu1 - cpu0)
+
+
+def run_stream_bench(*, json_path: Path | None = None, quick: bool = False, log=print) -> dict:
+    """Run every scenario on both transports (twice, alternating) and print the table and the ratios."""
+    window = 3.0 if quick else 8.0
+    rows: list[Row] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fxplat-bench-streams-") as tmp:
+        for scenario in SCENARIOS:
+            with _Server(Path(tmp), scenario.rate) as server:
+                log(f"{scenario.subscribers} subscriber(s) x {scenario.symbols_each} symbols at "
+                    f"{scenario.rate:g} quotes/s per symbol (server pid {server.proc.pid}) ...")
+                for transport in ("grpc", "rest", "grpc", "rest")[: 2 if quick else 4]:
+                    rows.append(asyncio.run(_measure(server, transport, scenario, window)))
+    merged = {}
+    for r in rows:  # the two rounds of a transport and scenario, summed
+        key = (r.transport, r.subscribers)
+        m = merged.setdefault(key, Row(r.transport, r.subscribers, 0.0, 0, 0.0))
+        m.window_s, m.quotes, m.server_cpu_s = m.window_s + r.window_s, m.quotes + r.quotes, \
+            m.server_cpu_s + r.server_cpu_s
+    log("")
+    log(f"{'transport':<10} {'subscribers':>11} {'quotes/s':>10} {'server CPU':>11} {'CPU µs/quote':>13} "
+        f"{'quotes per CPU-s':>17}")
+    for (transport, subs), r in sorted(merged.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        name = "gRPC" if transport == "grpc" else "SSE"
+        log(f"{name:<10} {subs:>11} {r.quotes_per_s:>10,.0f} {r.cpu_pct:>10.0f}% {r.cpu_us_per_quote:>13.1f} "
+            f"{r.quotes_per_cpu_s:>17,.0f}")
+    ratios = {}
+    log("")
+    for scenario in SCENARIOS:
+        g, s = merged[("grpc", scenario.subscribers)], merged[("rest", scenario.subscribers)]
+        ratio = g.quotes_per_cpu_s / s.quotes_per_cpu_s
+        ratios[scenario.subscribers] = ratio
+        verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
+        log(f"{scenario.subscribers:>3} subscriber(s): gRPC delivers {ratio:.2f}x the quotes per server CPU-second of "
+            f"SSE ({verdict} the >= {TARGET_RATIO:g}x target)")
+    result = {"rows": [{**asdict(r), "quotes_per_s": r.quotes_per_s, "cpu_us_per_quote": r.cpu_us_per_quote,
+                        "quotes_per_cpu_s": r.quotes_per_cpu_s} for r in merged.values()],
+              "ratios": {str(k): v for k, v in ratios.items()}, "target": TARGET_RATIO, "quick": quick,
+              "wall_s": time.perf_counter() - started}
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2))
+    return result
