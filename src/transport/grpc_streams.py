@@ -17,6 +17,7 @@ import grpc
 
 from services.common.errors import DomainError
 from transport import context, drain, errors, streams
+from transport import limits as input_limits
 from transport.auth import TokenVerifier
 from transport.metrics import SERVER_IN_FLIGHT
 
@@ -29,8 +30,9 @@ def wrap(service: str, method: streams.StreamMethod, auth: TokenVerifier | None,
     items_sent = streams.STREAM_ITEMS.labels(service, method.name, "grpc")
     heartbeats = streams.STREAM_HEARTBEATS.labels(service, method.name, "grpc")
     in_flight = SERVER_IN_FLIGHT.labels(service, "grpc")
+    token_size = input_limits.TokenSize()
 
-    async def handler(request, ctx: grpc.aio.ServicerContext) -> None:
+    async def handler(raw: bytes, ctx: grpc.aio.ServicerContext) -> None:
         md = dict(ctx.invocation_metadata() or ())
         rid = md.get("x-request-id") or errors.new_request_id()
         rid_token = context.request_id.set(rid)
@@ -43,7 +45,8 @@ def wrap(service: str, method: streams.StreamMethod, auth: TokenVerifier | None,
                 if not gate.open:
                     raise drain.shutting_down()
                 if auth is not None:
-                    auth.check(md.get("authorization"), method.scope)
+                    auth.check(token_size.check(md.get("authorization")), method.scope)
+                request = input_limits.decode(method.request_type, raw)  # parsed after auth, as unary calls are
                 limits = streams.limits()
                 release = limits.acquire(md.get("authorization"))
                 sub = await method.open(request)
@@ -91,7 +94,7 @@ def wrap(service: str, method: streams.StreamMethod, auth: TokenVerifier | None,
             context.request_id.reset(rid_token)
 
     return grpc.unary_stream_rpc_method_handler(
-        handler, request_deserializer=method.request_type.FromString,
+        handler,  # no request_deserializer: see grpc_server._wrap
         response_serializer=lambda m: m if isinstance(m, bytes) else m.SerializeToString())
 
 
