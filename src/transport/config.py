@@ -25,6 +25,8 @@ DEFAULT_HOST = "127.0.0.1"
 # grace period. Kubernetes' terminationGracePeriodSeconds must exceed their sum.
 DEFAULT_DRAIN_DELAY_S = 0.0
 DEFAULT_GRACE_S = 5.0
+# gRPC connections end after this age (clients reconnect and re-resolve, so new replicas get traffic).
+DEFAULT_MAX_CONNECTION_AGE_S = 120.0
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
@@ -69,6 +71,12 @@ def drain_delay_s() -> float:
 def grace_s() -> float:
     """FXPLAT_GRACE_S: seconds calls in flight get to finish once a stopping server refuses new ones."""
     return _seconds("FXPLAT_GRACE_S", DEFAULT_GRACE_S)
+
+
+def max_connection_age_s() -> float:
+    """FXPLAT_MAX_CONNECTION_AGE_S: seconds after which a gRPC server ends a connection (GOAWAY; calls on it finish
+    within the grace period), so its clients re-resolve their target and spread over the replicas there now."""
+    return _seconds("FXPLAT_MAX_CONNECTION_AGE_S", DEFAULT_MAX_CONNECTION_AGE_S) or DEFAULT_MAX_CONNECTION_AGE_S
 
 
 def ports(service: str) -> tuple[int, int]:

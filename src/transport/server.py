@@ -75,14 +75,18 @@ class ServiceHost:
     closers: list = field(default_factory=list)
 
     @property
+    def _reach(self) -> str:
+        """The host clients connect to: a wildcard listen address is reached over loopback; IPv6 bracketed."""
+        h = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"[{h}]" if ":" in h else h
+
+    @property
     def rest_url(self) -> str:
-        h = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if self.tls else 'http'}://{h}:{self.rest_port}"
+        return f"{'https' if self.tls else 'http'}://{self._reach}:{self.rest_port}"
 
     @property
     def grpc_target(self) -> str:
-        h = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{h}:{self.grpc_port}"
+        return f"{self._reach}:{self.grpc_port}"
 
     async def start(self) -> "ServiceHost":
         self._sock = bind_socket(self.host, self.rest_port)
@@ -128,7 +132,8 @@ class ServiceHost:
             await self._health.enter_graceful_shutdown()
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Refuse new calls on both transports at once, give in-flight calls up to `grace` seconds, then close."""
+        """Refuse new calls on both transports at once, give in-flight calls up to `grace` seconds, then close (gRPC
+        sends GOAWAY as it closes; calls refused before are answered UNAVAILABLE/SHUTTING_DOWN, never run)."""
         await self.begin_shutdown()
         await asyncio.gather(self.stop_grpc(grace), self._stop_rest(grace))
         for close in reversed(self.closers):
