@@ -26,13 +26,16 @@ ALL_GRPC = "kill_switch: false\nservices:\n" + "".join(
 
 def free_port(*hosts: str) -> int:
     """A port free on every one of `hosts` (replicas of one service share their port number, as pods do)."""
+    def sock(host: str) -> socket.socket:
+        return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+
     for _ in range(50):  # bounded
-        with socket.socket() as s:
+        with sock(hosts[0]) as s:
             s.bind((hosts[0], 0))
             port = s.getsockname()[1]
         try:
             for host in hosts[1:]:
-                with socket.socket() as s:
+                with sock(host) as s:
                     s.bind((host, port))
             return port
         except OSError:
@@ -72,7 +75,7 @@ class Replica:
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 
-    async def ready(self, timeout: float = 60.0) -> None:
+    async def ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=1) as http:
             while time.monotonic() < deadline:  # bounded
