@@ -115,7 +115,10 @@ async def test_killing_grpc_loses_no_call_and_traffic_returns(own_host, flags_fi
                     failures.append(exc)
 
         load = asyncio.gather(*(worker(25) for _ in range(16)))  # 400 calls
-        await asyncio.sleep(0.05)
+        for _ in range(500):  # bounded: until gRPC serves (connect and first health report, on a busy box)
+            if "grpc" in transports:
+                break
+            await asyncio.sleep(0.01)
         await own_host.stop_grpc(grace=0)
         await load
         assert failures == []

@@ -88,8 +88,9 @@ async def test_blackholed_grpc_loses_no_call_and_comes_back(proxied):
     assert load.failures == []
     during = load.since(fault, fault + 8.0)
     assert during and all(c[2] == "rest" for c in during if c[0] > fault + ATTEMPT_S + 1.5)
-    # Each call was answered within the attempt bound plus the REST call (generous: a loaded 2-core box).
-    assert max(c[1] for c in during) < ATTEMPT_S + 1.5, sorted(c[1] for c in during)[-5:]
+    # Each call was answered within the attempt bound plus the REST call (generous: REST calls take up to seconds on
+    # a 2-core box shared with other work).
+    assert max(c[1] for c in during) < ATTEMPT_S + 3.0, sorted(c[1] for c in during)[-5:]
     assert opened is not None and opened - fault < ATTEMPT_S + 2.0, "breaker did not open within a few seconds"
     assert adapter.caller.breaker.state == "closed"
     assert all(c[2] == "grpc" for c in load.calls[-16:]), "traffic did not return to gRPC after healing"

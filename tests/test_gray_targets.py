@@ -44,8 +44,14 @@ async def test_a_name_spreads_calls_and_a_new_replica_gets_its_share(tmp_path, f
                   f"{form.format(port=grpc_port)} {replicas[0].rest_url} 75 {flags}")
         client = subprocess.Popen(["unshare", "-m", "sh", "-c", script], env={**env, "PYTHONPATH": str(HERE)},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        await asyncio.sleep(4.0)
-        counts = [await r.served() for r in replicas[:2]]
+        for _ in range(600):  # bounded: the client process is up and calling (60 s on a busy box)
+            assert client.poll() is None, client.communicate()[1][-2000:]
+            if sum([await r.served() for r in replicas[:2]]) > 50:
+                break
+            await asyncio.sleep(0.1)
+        base = [await r.served() for r in replicas[:2]]
+        await asyncio.sleep(3.0)
+        counts = [await r.served() - b for r, b in zip(replicas[:2], base)]
         assert min(counts) > 0.25 * sum(counts), f"calls not spread over the name's two addresses: {counts}"
 
         replicas[2].start()
@@ -64,6 +70,7 @@ async def test_a_name_spreads_calls_and_a_new_replica_gets_its_share(tmp_path, f
                 break
             base = now if sum(delta) > 300 else base  # a sliding view of the recent calls
         assert share >= 0.2, f"the new replica got {share:.0%} of the calls within 60 s"
+        print(f"{form}: the new replica had {share:.0%} of the calls {time.monotonic() - added:.1f} s after it was added")
         client.terminate()
         out, err = client.communicate(timeout=30)
         assert client.returncode in (0, -15), err[-2000:]

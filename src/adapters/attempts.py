@@ -60,27 +60,54 @@ class AttemptBounds:
         return {m: {"attempt_s": b, "hedge_after_s": self._hedge_after[m]} for m, b in self._adapted.items()}
 
 
-async def hedge(primary: asyncio.Task, backup: Callable[[], Awaitable[Any]], delay: float,
+async def hedge(primary: Callable[[], Awaitable[Any]], backup: Callable[[], Awaitable[Any]], delay: float,
                 is_answer: Callable[[BaseException], bool], on_hedge: Callable[[], None]) -> tuple[str, Any]:
-    """Await `primary`; if it has not finished after `delay` seconds, start `backup()` too. The first to finish with
+    """Await `primary()`; if it has not finished after `delay` seconds, start `backup()` too. The first to finish with
     an answer (a result, or an error `is_answer` accepts: the service's own verdict) wins and the other is cancelled.
     Returns ("primary" | "backup", result); raises the answer error, or the backup's error when neither answered.
-    A primary that fails without an answer before the delay raises at once (the caller's fallback handles it)."""
-    done, _ = await asyncio.wait((primary,), timeout=delay)
-    if done:
-        return "primary", primary.result()
-    on_hedge()
-    second = asyncio.ensure_future(backup())
-    pending: set[asyncio.Future] = {primary, second}
+    A primary that fails without an answer before the delay raises at once (the caller's fallback handles it).
+
+    The primary runs in the caller's own task, with only a timer beside it (no task, no wait set): most calls answer
+    before the delay, and this is their whole cost. A winning backup interrupts the primary by cancelling that task."""
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    assert me is not None
+    second: asyncio.Task | None = None
+    won = False
+
+    def backup_done(task: asyncio.Task) -> None:
+        nonlocal won
+        if not task.cancelled() and (task.exception() is None or is_answer(task.exception())) and not won:
+            won = True
+            me.cancel()  # the backup answered: stop awaiting the primary
+
+    def fire() -> None:
+        nonlocal second
+        on_hedge()
+        second = loop.create_task(backup())
+        second.add_done_callback(backup_done)
+
+    timer = loop.call_later(delay, fire)
     try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in (primary, second):  # the primary first, when both are done at once
-                if task in done and (task.exception() is None or is_answer(task.exception())):
-                    return ("primary" if task is primary else "backup"), task.result()
-        return "backup", second.result()  # neither answered: raises the backup's error
+        result = await primary()
+    except asyncio.CancelledError:
+        if not won:
+            raise  # the caller itself was cancelled
+        me.uncancel()
+        assert second is not None
+        return "backup", second.result()
+    except Exception as exc:
+        if second is None or is_answer(exc):
+            raise
+        if won:  # the backup's answer arrived while the primary failed: it wins
+            me.uncancel()
+            return "backup", second.result()
+        second.remove_done_callback(backup_done)
+        return "backup", await second  # the primary failed without an answer: the backup's outcome is the call's
     finally:
-        for task in (primary, second):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(primary, second, return_exceptions=True)
+        timer.cancel()
+    if won:  # both finished in the same loop turn: the primary's answer stands, the pending cancel is withdrawn
+        me.uncancel()
+    if second is not None and not second.done():
+        second.cancel()
+    return "primary", result

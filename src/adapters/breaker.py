@@ -52,7 +52,8 @@ class BreakerConfig:
 
 
 class _Window:
-    """Outcomes (time, failed, slow) of the latest calls, by count or by age, with running totals."""
+    """Outcomes (time, failed, slow) of the latest calls, by count or by age, with running totals (so the happy path,
+    a call neither failed nor slow, costs an append and never a scan)."""
 
     def __init__(self, config: BreakerConfig) -> None:
         self._by_time = config.window == "time"
@@ -61,14 +62,20 @@ class _Window:
         self.failed = self.slow = 0
 
     def add(self, now: float, failed: bool, slow: bool) -> None:
-        self._calls.append((now, failed, slow))
+        calls = self._calls
+        calls.append((now, failed, slow))
         self.failed += failed
         self.slow += slow
-        self._expire(now)
+        if self._by_time:
+            self._expire(now)
+        elif len(calls) > self._size:
+            _, f, sl = calls.popleft()
+            self.failed -= f
+            self.slow -= sl
 
     def _expire(self, now: float) -> None:
-        calls = self._calls
-        while calls and (len(calls) > self._size if not self._by_time else calls[0][0] < now - self._size):
+        calls, horizon = self._calls, now - self._size
+        while calls and calls[0][0] < horizon:
             _, failed, slow = calls.popleft()
             self.failed -= failed
             self.slow -= slow
@@ -77,7 +84,8 @@ class _Window:
         return len(self._calls)
 
     def rates(self, now: float) -> tuple[float, float]:
-        self._expire(now)
+        if self._by_time:
+            self._expire(now)
         n = len(self._calls)
         return (self.failed / n, self.slow / n) if n else (0.0, 0.0)
 
@@ -110,9 +118,8 @@ class AsyncBreaker:
         self.trials = 0  # trial calls let through, for status and tests
         self.last_trip = ""  # why it last opened: "slow_call_rate 1.00", "failure_rate 0.80", or both
         self.trip_log: collections.deque[str] = collections.deque(maxlen=20)  # the latest reasons, oldest first
-        self._counts = {(f, s): BREAKER_CALLS.labels(service, caller, target, "failed" if f else "ok",
-                                                     "slow" if s else "fast")
-                        for f in (False, True) for s in (False, True)}
+        self._counts = {(f, s): BREAKER_CALLS.labels(service, caller, target, "failed" if f else "ok", "slow")
+                        for f in (False, True) for s in (False, True) if f or s}
         self._trips = {rate: BREAKER_TRIPS.labels(service, caller, target, rate)
                        for rate in ("failure_rate", "slow_call_rate")}
 
@@ -162,7 +169,8 @@ class AsyncBreaker:
                 self._record(trial, bool(failed), slow, now)
 
     def _record(self, trial: bool, failed: bool, slow: bool, now: float) -> None:
-        self._counts[failed, slow].inc()
+        if failed or slow:  # the happy path is not counted here: it is every call of fxplat_client_calls_total
+            self._counts[failed, slow].inc()
         if trial or self._cb.current_state == pybreaker.STATE_HALF_OPEN:
             if self._cb.current_state != pybreaker.STATE_HALF_OPEN:
                 return  # a trial that finished after others had decided
@@ -176,8 +184,9 @@ class AsyncBreaker:
             return
         if self._cb.current_state != pybreaker.STATE_CLOSED:
             return  # a call admitted before the breaker opened
-        self._window.add(now, failed, slow)
-        if len(self._window) >= self.config.min_calls and self._over(self._window, now):
+        window = self._window
+        window.add(now, failed, slow)
+        if (window.failed or window.slow) and len(window) >= self.config.min_calls and self._over(window, now):
             self._open(now)
 
     def _over(self, window: _Window, now: float) -> bool:

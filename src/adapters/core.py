@@ -234,8 +234,7 @@ class FlaggedCaller(Generic[Impl]):
         async def over_rest():
             return await self._rest_with_retries(method, invoke, record)
 
-        task = asyncio.ensure_future(guarded())
-        winner, result = await attempts.hedge(task, over_rest, min(delay, slow_s), _is_answer, hedged)
+        winner, result = await attempts.hedge(guarded, over_rest, min(delay, slow_s), _is_answer, hedged)
         record.transport, record.fallback_reason = ("rest", "hedge") if winner == "backup" else ("grpc", "")
         return result
 
