@@ -50,6 +50,7 @@ def _target(replicas: list[Replica]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)
 async def test_an_ipv4_list_spreads_calls_and_a_killed_replica_loses_none(tmp_path, flags):
     replicas = _replicas("market_analysis", tmp_path, flags[0])
     try:
@@ -79,6 +80,7 @@ async def test_an_ipv4_list_spreads_calls_and_a_killed_replica_loses_none(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)
 async def test_a_draining_replica_keeps_serving_then_exits_0_and_loses_no_call(tmp_path, flags):
     replicas = _replicas("market_analysis", tmp_path, flags[0], args=("--drain-delay", "1.5", "--grace", "3"))
     try:
@@ -107,6 +109,7 @@ async def test_a_draining_replica_keeps_serving_then_exits_0_and_loses_no_call(t
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 8 processes started twice: ~1 min on an idle 2-core box, many on a busy one
 async def test_rolling_restart_of_every_service_fails_no_call_and_replays_no_write(tmp_path, flags):
     """Two replicas of each service, each in its own process; the services reach each other through ipv4: lists.
     Under load, every replica in turn gets SIGTERM (drain 1 s) and is started again once it exited 0."""

@@ -24,6 +24,7 @@ HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
 @pytest.mark.parametrize("form", ["dns:///fxmarket.test:{port}", "fxmarket.test:{port}"])
 async def test_a_name_spreads_calls_and_a_new_replica_gets_its_share(tmp_path, form):
@@ -81,6 +82,7 @@ async def test_a_name_spreads_calls_and_a_new_replica_gets_its_share(tmp_path, f
         stop_all(replicas)
 
 
+@pytest.mark.timeout(300)
 async def test_up_on_ipv6_any_serves_both_transports_or_refuses_clearly(tmp_path):
     flags = tmp_path / "flags.yaml"
     flags.write_text(ALL_GRPC)

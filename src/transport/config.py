@@ -63,6 +63,13 @@ def _seconds(name: str, default: float) -> float:
     return value
 
 
+def reach(listen_host: str) -> str:
+    """The host a client connects to for a server listening on `listen_host`: a wildcard address is reached over
+    loopback, and an IPv6 literal is bracketed (for URLs and gRPC targets)."""
+    h = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(listen_host, listen_host)
+    return f"[{h}]" if ":" in h else h
+
+
 def drain_delay_s() -> float:
     """FXPLAT_DRAIN_DELAY_S: seconds a stopping server keeps serving while reporting not ready."""
     return _seconds("FXPLAT_DRAIN_DELAY_S", DEFAULT_DRAIN_DELAY_S)
@@ -114,6 +121,6 @@ class Endpoint:
 def endpoint(service: str) -> Endpoint:
     """Where clients reach `service`: FXPLAT_<SERVICE>_REST_URL / _GRPC_TARGET, else the default host and ports."""
     rest, grpc = ports(service)
-    h = host()
+    h = reach(host())
     rest_url = _env(service, "REST_URL") or f"{'https' if tls_on() else 'http'}://{h}:{rest}"
     return Endpoint(rest_url, _env(service, "GRPC_TARGET") or f"{h}:{grpc}")

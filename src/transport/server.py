@@ -14,7 +14,7 @@ import grpc
 import uvicorn
 from fastapi import FastAPI
 
-from transport import grpc_server, ops
+from transport import config, grpc_server, ops
 
 log = logging.getLogger("fxplat.server")
 
@@ -75,18 +75,12 @@ class ServiceHost:
     closers: list = field(default_factory=list)
 
     @property
-    def _reach(self) -> str:
-        """The host clients connect to: a wildcard listen address is reached over loopback; IPv6 bracketed."""
-        h = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
-        return f"[{h}]" if ":" in h else h
-
-    @property
     def rest_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self._reach}:{self.rest_port}"
+        return f"{'https' if self.tls else 'http'}://{config.reach(self.host)}:{self.rest_port}"
 
     @property
     def grpc_target(self) -> str:
-        return f"{self._reach}:{self.grpc_port}"
+        return f"{config.reach(self.host)}:{self.grpc_port}"
 
     async def start(self) -> "ServiceHost":
         self._sock = bind_socket(self.host, self.rest_port)
