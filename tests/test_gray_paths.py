@@ -20,6 +20,7 @@ from services.market_analysis.models import CandlesQuery
 from transport.client_factory import ClientFactory
 from transport.config import Endpoint
 
+pytestmark = pytest.mark.timeout(400)  # the module's server starts in the first test (a minute on a busy box)
 QUERY = CandlesQuery("EURUSD", limit=20)
 ATTEMPT_S = KINDS["lookup"].attempt_s  # ListSymbols is a lookup
 HOST = "127.0.0.2"

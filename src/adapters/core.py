@@ -8,8 +8,9 @@ A non-idempotent method (no idempotency key can protect it) falls back only when
 breaker was open, the method is not implemented there, or a draining server refused it (SHUTTING_DOWN).
 
 The gRPC phase of a call: each attempt is bounded (adapters.resilience: a share of the budget, per method kind,
-adapted to observed latency), so a hung or slow path leaves time for REST. An UNAVAILABLE attempt is retried once on
-gRPC at once, which round_robin sends to another replica: one dead replica is the load balancer's business, not the
+adapted to observed latency), so a hung or slow path leaves time for REST. An UNAVAILABLE read, or any call a draining
+server refused (SHUTTING_DOWN: it never ran), is retried once on gRPC at once, which round_robin sends to another
+replica: one dead replica is the load balancer's business, not the
 breaker's, which records the phase as a whole. A cheap read whose gRPC phase has not answered after its hedge delay
 (from its observed latency, throttled) is hedged onto REST: the first answer wins, the other call is cancelled.
 Writes and non-idempotent calls are never hedged.
@@ -212,7 +213,9 @@ class FlaggedCaller(Generic[Impl]):
                     with context.budget(bound):
                         result = await invoke(self.grpc)
                 except E.Unavailable as exc:
-                    if attempt == 2 or not (policy.idempotent or exc.reason == SHUTTING_DOWN):
+                    # Again on gRPC: a refusal that never ran (a draining replica), or a read (a dead replica's
+                    # calls). A write goes to REST at once, as before: its key makes that replay safe too.
+                    if attempt == 2 or not (exc.reason == SHUTTING_DOWN or (policy.idempotent and policy.read)):
                         raise
                     CLIENT_RETRIES.labels(self.service, method, "grpc").inc()
                     continue
