@@ -12,6 +12,7 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
+from adapters.breaker import BreakerConfig
 from adapters.connect import connect
 from adapters.core import last_call
 from adapters.flags import Flags
@@ -100,7 +101,7 @@ async def test_killing_grpc_loses_no_call_and_traffic_returns(own_host, flags_fi
         await asyncio.sleep(0.05)
     async with ClientFactory(token_source=tokens) as factory:
         adapter = connect(SERVICE, Endpoint(own_host.rest_url, own_host.grpc_target), factory=factory, flags=flags,
-                          breaker_reset_s=0.5, breaker_fail_max=3)
+                          breaker=BreakerConfig(min_calls=3, open_s=0.5, half_open_calls=1))
         breaker = adapter.caller.breaker
         failures: list[BaseException] = []
         transports: list[str] = []
@@ -114,7 +115,10 @@ async def test_killing_grpc_loses_no_call_and_traffic_returns(own_host, flags_fi
                     failures.append(exc)
 
         load = asyncio.gather(*(worker(25) for _ in range(16)))  # 400 calls
-        await asyncio.sleep(0.05)
+        for _ in range(500):  # bounded: until gRPC serves (connect and first health report, on a busy box)
+            if "grpc" in transports:
+                break
+            await asyncio.sleep(0.01)
         await own_host.stop_grpc(grace=0)
         await load
         assert failures == []
@@ -211,7 +215,9 @@ async def _regrpc(host, get_candles, auth) -> None:
     await host.start_grpc()
 
 
-async def test_slow_grpc_fails_within_the_budget_and_does_not_replay(own_host, flags_file, auth, tokens):
+async def test_stuck_grpc_read_is_answered_over_rest_within_the_budget(own_host, flags_file, auth, tokens):
+    """A gRPC server that never answers: the read is hedged onto REST (its attempt bound is a share of the budget),
+    so the call is answered within its budget; the stuck gRPC call is cancelled, not waited for."""
     path, flags = flags_file
     write_flags(path, 100)
     while not flags.use_grpc(SERVICE, "GetCandles"):
@@ -224,14 +230,14 @@ async def test_slow_grpc_fails_within_the_budget_and_does_not_replay(own_host, f
     rest_before = served("rest")
     async with ClientFactory(token_source=tokens) as factory:
         adapter = connect(SERVICE, Endpoint(own_host.rest_url, own_host.grpc_target), factory=factory, flags=flags,
-                          budget_s=0.3)
+                          budget_s=1.0)
         start = time.monotonic()
-        with pytest.raises(DeadlineExceeded):
-            await adapter.get_candles(QUERY)
-        assert time.monotonic() - start < 1.5  # the budget bounds the call; nothing waits for the stuck server
+        page = await adapter.get_candles(QUERY)
+        assert len(page.series) == 50
+        assert time.monotonic() - start < 1.0  # hedged at half the budget, answered by REST, nothing waits longer
         rec = last_call.get()
-        assert rec.transport == "grpc" and not rec.fell_back and rec.code == "DEADLINE_EXCEEDED"
-    assert served("rest") == rest_before  # no budget left, so no replay over REST
+        assert rec.transport == "rest" and rec.fallback_reason == "hedge" and rec.code == "OK"
+    assert served("rest") == rest_before + 1
 
 
 async def test_deadline_exceeded_with_budget_left_falls_back_to_rest(own_host, flags_file, auth, tokens):

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.breaker import BreakerConfig
 from adapters.connect import connect
 from adapters.core import last_call
 from adapters.flags import Flags
@@ -131,7 +132,7 @@ async def test_fallback_and_breaker_state_are_recorded(market_host, factory, pla
     """gRPC refused (nothing listens on the target): the call falls back to REST and the breaker opens."""
     target = f"{LOOPBACK}:{closed_port()}"
     adapter = market_adapter(market_host, factory, platform_flags, grpc_target=target, caller="obs-breaker",
-                             breaker_fail_max=1)
+                             breaker=BreakerConfig(min_calls=1))
     http = factory.http(market_host.rest_url)
     breaker = dict(service="market_analysis", caller="obs-breaker", target=target)
     before = await scrape(http)

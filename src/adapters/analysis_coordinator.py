@@ -12,7 +12,7 @@ from services.analysis_coordinator.models import (
 
 POLICIES = {
     # A write, made safe to retry and to replay over REST by the idempotency key run_analysis always sends.
-    "RunAnalysis": MethodPolicy(idempotent=True, read=False),
+    "RunAnalysis": MethodPolicy(idempotent=True, read=False, kind="compute"),
     "GetAnalysis": MethodPolicy(idempotent=True, read=True),
     "ListAnalyses": MethodPolicy(idempotent=True, read=True),
 }

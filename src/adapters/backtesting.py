@@ -9,7 +9,7 @@ from services.backtesting.models import Backtest, Backtesting, BacktestPage, Bac
 
 POLICIES = {
     # A write, never shadowed; safe to retry and to replay over REST because run_backtest always sends a key.
-    "RunBacktest": MethodPolicy(idempotent=True, read=False),
+    "RunBacktest": MethodPolicy(idempotent=True, read=False, kind="compute"),
     "GetBacktest": MethodPolicy(idempotent=True, read=True),
     "ListBacktests": MethodPolicy(idempotent=True, read=True),
     "DeleteBacktest": MethodPolicy(idempotent=False, read=False),

@@ -14,7 +14,7 @@ from services.causal_analysis.models import (
     RollingCorrelationResult,
 )
 
-POLICIES = {m: MethodPolicy(idempotent=True, read=True)
+POLICIES = {m: MethodPolicy(idempotent=True, read=True, kind="compute")
             for m in ("GrangerCausality", "CorrelationMatrix", "RollingCorrelation", "LeadLag")}
 
 

@@ -5,9 +5,15 @@ errors), retry idempotent calls over REST with backoff and jitter, and record wh
 Fallback rules: breaker open, UNAVAILABLE (connection refused, server gone), UNIMPLEMENTED (method not migrated) and
 DEADLINE_EXCEEDED while budget remains go to REST. Every other error is the service's answer and propagates unchanged.
 A non-idempotent method (no idempotency key can protect it) falls back only when gRPC certainly did not run it: the
-breaker was open or the method is not implemented there.
-gRPC gets one attempt per call: a transport failure moves to REST at once (that is the retry, on the other transport)
-rather than waiting out backoffs against a server that is gone.
+breaker was open, the method is not implemented there, or a draining server refused it (SHUTTING_DOWN).
+
+The gRPC phase of a call: each attempt is bounded (adapters.resilience: a share of the budget, per method kind,
+adapted to observed latency), so a hung or slow path leaves time for REST. An UNAVAILABLE read, or any call a draining
+server refused (SHUTTING_DOWN: it never ran), is retried once on gRPC at once, which round_robin sends to another
+replica: one dead replica is the load balancer's business, not the
+breaker's, which records the phase as a whole. A cheap read whose gRPC phase has not answered after its hedge delay
+(from its observed latency, throttled) is hedged onto REST: the first answer wins, the other call is cancelled.
+Writes and non-idempotent calls are never hedged.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
+from adapters import attempts, resilience
 from adapters.breaker import AsyncBreaker, BreakerOpen
 from adapters.shadow import Shadower
 from adapters.shadow_worker import Outcome, ShadowCall
@@ -39,6 +46,7 @@ class MethodPolicy:
 
     idempotent: bool = True
     read: bool = True
+    kind: str = "lookup"  # its time bounds: a key of adapters.resilience.KINDS
     shadow_ignore: frozenset[str] = frozenset()  # fields that legitimately differ between two calls
 
 
@@ -69,7 +77,8 @@ routing_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("fxplat
 
 
 # Fallback reasons after which the gRPC call certainly did not run, so even a non-idempotent call may go to REST.
-_NOT_RUN = frozenset({"breaker_open", "unimplemented"})
+_NOT_RUN = frozenset({"breaker_open", "unimplemented", "draining"})
+SHUTTING_DOWN = "SHUTTING_DOWN"  # the reason a draining server refuses a call with, before running it
 
 
 def transport_failure(exc: BaseException) -> bool:
@@ -83,7 +92,7 @@ def _fallback_reason(exc: BaseException) -> str | None:
     if isinstance(exc, E.Unimplemented):
         return "unimplemented"
     if isinstance(exc, E.Unavailable):
-        return "unavailable"
+        return "draining" if exc.reason == SHUTTING_DOWN else "unavailable"
     if isinstance(exc, E.DeadlineExceeded):
         left = context.remaining()
         return "deadline" if left is not None and left > 0 else None
@@ -104,6 +113,8 @@ class FlaggedCaller(Generic[Impl]):
     force: str | None = None  # "grpc" or "rest" pins the transport (fxplat call --transport), flags ignored
     shadower: Shadower | None = None  # None: this caller never shadows
     endpoint: Endpoint | None = None  # where the shadow worker reaches the other transport
+    kinds: dict[str, resilience.Kind] = field(default_factory=lambda: dict(resilience.KINDS))
+    bounds: attempts.AttemptBounds = field(default_factory=attempts.AttemptBounds)
 
     async def call(self, method: str, client_method: str, *args: Any, key: str | None = None) -> Any:
         """RPC `method`, made as `client.<client_method>(*args)` on the client of the transport it gets."""
@@ -123,12 +134,13 @@ class FlaggedCaller(Generic[Impl]):
             with context.budget(self.budget_s if context.remaining() is None else None):
                 result = await self._route(method, invoke, record, use_grpc)
                 return result
-        except E.Unavailable as exc:
+        except (E.Unavailable, E.DeadlineExceeded) as exc:
             record.code = exc.code
             if "service" in exc.metadata:  # a server's own answer, naming the dependency it could not reach
                 raise
-            raise E.Unavailable(f"{self.service} is unavailable: {exc.message}", reason=exc.reason,
-                                metadata={**exc.metadata, "service": self.service}) from None
+            what = "is unavailable" if isinstance(exc, E.Unavailable) else "did not answer in time"
+            raise type(exc)(f"{self.service} {what}: {exc.message}", reason=exc.reason,
+                            metadata={**exc.metadata, "service": self.service}) from None
         except BaseException as exc:
             record.code = exc.code if isinstance(exc, E.DomainError) else \
                 "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "INTERNAL"
@@ -166,16 +178,15 @@ class FlaggedCaller(Generic[Impl]):
         return self.grpc is not None and self.flags.use_grpc(self.service, method, caller=self.caller, key=key)
 
     async def _route(self, method: str, invoke: Callable[[Impl], Awaitable[Any]], record: CallRecord, use_grpc: bool):
+        policy = self.policies.get(method, _DEFAULT_POLICY)
         if use_grpc:
             try:
-                record.attempts += 1
-                record.transport = "grpc"
-                if self.breaker is None:
-                    return await invoke(self.grpc)
-                return await self.breaker.call(lambda: invoke(self.grpc))
+                return await self._grpc(method, policy, invoke, record)
             except (E.DomainError, BreakerOpen) as exc:
+                if record.fallback_reason == "hedge":
+                    raise  # REST was tried too, as the hedge: no transport is left to fall back to
                 reason = _fallback_reason(exc)
-                if reason not in _NOT_RUN and not self.policies.get(method, _DEFAULT_POLICY).idempotent:
+                if reason not in _NOT_RUN and not policy.idempotent:
                     reason = None  # the call may have run before the failure: replaying it could run it twice
                 if reason is None or self.force == "grpc":
                     if isinstance(exc, BreakerOpen):
@@ -186,14 +197,59 @@ class FlaggedCaller(Generic[Impl]):
         record.transport = "rest"
         return await self._rest_with_retries(method, invoke, record)
 
+    async def _grpc(self, method: str, policy: MethodPolicy, invoke, record: CallRecord):
+        """The gRPC phase: bounded attempts (one retry on another replica), under the breaker, hedged if a read."""
+        kind = self.kinds[policy.kind]
+        # A non-idempotent call cannot move to REST after a timeout, so cutting it short would only fail it sooner.
+        bound = self.bounds.bound(method, kind, context.remaining()) if policy.idempotent else None
+        slow_s = kind.slow_s if bound is None else min(kind.slow_s, bound)
+
+        async def phase():
+            for attempt in (1, 2):
+                record.attempts += 1
+                record.transport = "grpc"
+                start = time.perf_counter()
+                try:
+                    with context.budget(bound):
+                        result = await invoke(self.grpc)
+                except E.Unavailable as exc:
+                    # Again on gRPC: a refusal that never ran (a draining replica), or a read (a dead replica's
+                    # calls). A write goes to REST at once, as before: its key makes that replay safe too.
+                    if attempt == 2 or not (exc.reason == SHUTTING_DOWN or (policy.idempotent and policy.read)):
+                        raise
+                    CLIENT_RETRIES.labels(self.service, method, "grpc").inc()
+                    continue
+                self.bounds.observe(method, kind, time.perf_counter() - start)
+                return result
+
+        guarded = phase if self.breaker is None else lambda: self.breaker.call(phase, slow_s)
+        if self.force or not (policy.read and policy.idempotent and kind.hedge):
+            return await guarded()
+        delay = self.bounds.hedge_delay(method, kind)
+        if delay is None:  # hedges are throttled: this call waits for its gRPC attempt
+            return await guarded()
+
+        def hedged() -> None:
+            self.bounds.spend_hedge()
+            record.fallback_reason = "hedge"
+            CLIENT_FALLBACKS.labels(self.service, method, "hedge").inc()
+
+        async def over_rest():
+            return await self._rest_with_retries(method, invoke, record)
+
+        winner, result = await attempts.hedge(guarded, over_rest, min(delay, slow_s), _is_answer, hedged)
+        record.transport, record.fallback_reason = ("rest", "hedge") if winner == "backup" else ("grpc", "")
+        return result
+
     async def _rest_with_retries(self, method: str, invoke, record: CallRecord):
         policy = self.policies.get(method, _DEFAULT_POLICY)
-        attempts = self.rest_attempts if policy.idempotent else 1
         left = context.remaining()
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts) | stop_after_delay(max(0.0, left or 0.0)),
+            stop=stop_after_attempt(self.rest_attempts) | stop_after_delay(max(0.0, left or 0.0)),
             wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.05),
-            retry=retry_if_exception(lambda exc: isinstance(exc, E.Unavailable)),
+            # A draining server refused the call before running it: even a non-idempotent one may go again.
+            retry=retry_if_exception(lambda exc: isinstance(exc, E.Unavailable)
+                                     and (policy.idempotent or exc.reason == SHUTTING_DOWN)),
             reraise=True,
         )
         async for attempt in retrying:
@@ -203,3 +259,9 @@ class FlaggedCaller(Generic[Impl]):
                     CLIENT_RETRIES.labels(self.service, method, "rest").inc()
                 return await invoke(self.rest)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_answer(exc: BaseException) -> bool:
+    """In a hedge race: the service's own verdict (NOT_FOUND, ...) is an answer; a transport failure or an open breaker
+    is not (the other leg may still answer)."""
+    return isinstance(exc, E.DomainError) and not transport_failure(exc)

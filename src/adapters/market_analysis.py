@@ -14,8 +14,10 @@ from services.market_analysis.models import (
     SymbolInfo,
 )
 
-POLICIES = {m: MethodPolicy(idempotent=True, read=True)
-            for m in ("ListSymbols", "GetCandles", "ComputeIndicators", "AnalyzeMarket")}
+POLICIES = {"ListSymbols": MethodPolicy(idempotent=True, read=True),
+            "AnalyzeMarket": MethodPolicy(idempotent=True, read=True),
+            "GetCandles": MethodPolicy(idempotent=True, read=True, kind="bulk"),
+            "ComputeIndicators": MethodPolicy(idempotent=True, read=True, kind="bulk")}
 
 
 class MarketAnalysisAdapter:

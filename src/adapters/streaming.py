@@ -15,6 +15,7 @@ INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...) end the stream with the same typed er
 from __future__ import annotations
 
 import asyncio
+import math
 import contextlib
 import random
 import time
@@ -182,7 +183,7 @@ class ResumableStream:
                                          reason="STREAM_OPEN_TIMEOUT") from None
 
         if transport == "grpc" and self.caller.breaker is not None:
-            return await self.caller.breaker.call(bounded)
+            return await self.caller.breaker.call(bounded, slow_s=OPEN_TIMEOUT_S)  # judged by failures, not speed
         return await bounded()
 
     async def _next_transport(self, transport: str, failure: E.DomainError, drain_retries: int,
@@ -228,7 +229,7 @@ async def _count_break(caller: FlaggedCaller, failure: E.DomainError) -> None:
 
     if transport_failure(failure):
         with contextlib.suppress(E.DomainError, BreakerOpen):
-            await caller.breaker.call(failed)
+            await caller.breaker.call(failed, slow_s=math.inf)
 
 
 class StreamingAdapter:

@@ -16,6 +16,7 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor_pool import Default as default_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from adapters import resilience
 from adapters.connect import KITS, connect
 from adapters.core import last_call
 from adapters.flags import Flags
@@ -65,12 +66,37 @@ async def call(service: str, method: str, data: str, *, transport: str, flags: F
     return json_format.MessageToDict(response, preserving_proto_field_name=True), record
 
 
+_BREAKER_STATES = {0: "closed", 1: "half-open", 2: "open"}
+
+
+def _breakers(metrics_text: str) -> dict[str, dict[str, dict]]:
+    """From one process's /metrics: target service -> calling service -> {state, trips} of the breakers its services'
+    adapters hold."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, dict[str, dict]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            svc, caller = sample.labels.get("service"), sample.labels.get("caller")
+            if caller not in config.SERVICES:
+                continue  # a breaker of some other client in that process (a script, a test), not a service's
+            if sample.name == "fxplat_client_breaker_state":
+                found.setdefault(svc, {}).setdefault(caller, {"trips": 0})["state"] = \
+                    _BREAKER_STATES.get(int(sample.value), "?")
+            elif sample.name == "fxplat_client_breaker_trips_total":
+                found.setdefault(svc, {}).setdefault(caller, {"trips": 0})["trips"] += int(sample.value)
+    return found
+
+
 async def _probe(service: str, factory: ClientFactory) -> dict:
     ep = config.endpoint(service)
-    out: dict[str, Any] = {"rest_url": ep.rest_url, "grpc_target": ep.grpc_target}
+    out: dict[str, Any] = {"rest_url": ep.rest_url, "grpc_target": ep.grpc_target, "breakers_held": {}}
     try:
         r = await factory.http(ep.rest_url).get("/healthz", timeout=1.0)
         out["rest"] = "up" if r.status_code == 200 else f"HTTP {r.status_code}"
+        metrics = await factory.http(ep.rest_url).get("/metrics", timeout=1.0)
+        if metrics.status_code == 200:
+            out["breakers_held"] = _breakers(metrics.text)
     except httpx.HTTPError as exc:
         out["rest"] = f"down ({type(exc).__name__})"
     try:
@@ -90,9 +116,15 @@ async def status(flags: Flags) -> dict:
                               "flags_error": snap.error, "kill_switch": snap.flags.kill_switch, "services": {}}
     async with client_factory() as factory:
         probes = await asyncio.gather(*(_probe(name, factory) for name in config.SERVICES))
+        # Every running service's breakers towards each service it calls, as its /metrics tells them.
+        held: dict[str, dict[str, dict]] = {}
+        for probe in probes:
+            for target, callers in probe.pop("breakers_held").items():
+                held.setdefault(target, {}).update(callers)
         for name, probe in zip(config.SERVICES, probes):
             svc_flags = snap.flags.services[name]
-            adapter = connect(name, config.endpoint(name), factory=factory, flags=flags) if name in KITS else None
+            breakers = held.get(name, {})
+            states = [b.get("state", "closed") for b in breakers.values()]
             result["services"][name] = {
                 **probe,
                 "implemented": name in CATALOG,
@@ -100,7 +132,11 @@ async def status(flags: Flags) -> dict:
                 "stickiness": svc_flags.stickiness,
                 "shadow_percent": svc_flags.shadow,
                 "method_overrides": {m: o.grpc for m, o in svc_flags.methods.items()},
-                "breaker": adapter.caller.breaker.state if adapter else "n/a",
+                # The worst state among the callers' breakers (closed when nobody calls it yet), each caller's
+                # state and how often it opened, and the settings they judge by (adapters.resilience).
+                "breaker": next((s for s in ("open", "half-open") if s in states), "closed"),
+                "breakers": breakers,
+                "breaker_config": asdict(resilience.for_service(name).breaker),
             }
     return result
 

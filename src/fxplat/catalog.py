@@ -58,8 +58,11 @@ class BuildContext:
         if self.factory is None or self.flags is None:
             raise RuntimeError(f"{self.caller} calls {service}: BuildContext needs a client factory and flags")
         endpoint = self.endpoints.get(service) or config.endpoint(service)
+        # A dependency served by this same process drains with it: watching its gRPC health would send the calls
+        # still in flight here to REST the moment the process starts draining (resilience, issue 11).
         return connect(service, endpoint, factory=self.factory, flags=self.flags, caller=self.caller,
-                       grpc_enabled=self.grpc_enabled, shadower=self.shadower)
+                       grpc_enabled=self.grpc_enabled, shadower=self.shadower,
+                       health_check=service not in self.endpoints)
 
 
 async def _market_analysis(ctx: BuildContext):

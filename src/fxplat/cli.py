@@ -93,8 +93,16 @@ def up(
     log_format: Annotated[str, typer.Option("--log-format", envvar="FXPLAT_LOG_FORMAT",
                                             help="json, console, or auto: console on a terminal, else json.")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    # resilience (issue 11): the drain on SIGTERM
+    drain_delay: Annotated[Optional[float], typer.Option(
+        "--drain-delay", help="On SIGTERM: seconds to keep serving while reporting not ready / NOT_SERVING, for load "
+        "balancers to notice (FXPLAT_DRAIN_DELAY_S; default 0).", show_default=False)] = None,
+    grace: Annotated[Optional[float], typer.Option(
+        "--grace", help="Then: seconds calls in flight get to finish while new ones are refused (FXPLAT_GRACE_S; "
+        "default 5).", show_default=False)] = None,
 ) -> None:
-    """Start the services (all that exist, or --service NAME), each on REST and gRPC. Ctrl-C stops cleanly."""
+    """Start the services (all that exist, or --service NAME), each on REST and gRPC. Ctrl-C / SIGTERM drains and
+    stops cleanly (exit 0)."""
     from fxplat import runner
     from fxplat.catalog import CATALOG
     from transport.auth import AuthConfig
@@ -112,11 +120,16 @@ def up(
     path = config.data_dir(data_dir)
     try:
         auth_config, tls = AuthConfig.from_env(auth).for_serving(path), config.server_tls()
-    except ValueError as exc:  # auth or TLS misconfigured: say what to set
+        drain_delay = config.drain_delay_s() if drain_delay is None else drain_delay
+        grace = config.grace_s() if grace is None else grace
+        config.max_connection_age_s()
+    except ValueError as exc:  # auth, TLS or drain settings misconfigured: say what to set
         _fail(str(exc))
+    if drain_delay < 0 or grace < 0:
+        _fail("--drain-delay and --grace must be >= 0 seconds")
     try:
         asyncio.run(runner.serve(names, host=host, data_dir=path, flags=_flags(flags), auth=auth_config, tls=tls,
-                                 grpc_enabled=not no_grpc, ports=ports))
+                                 grpc_enabled=not no_grpc, ports=ports, grace=grace, drain_delay=drain_delay))
     except OSError as exc:
         _fail(str(exc))
 
@@ -289,8 +302,14 @@ def status(
         table.add_column(col)
     for name, s in report["services"].items():
         overrides = ", ".join(f"{m}={p}%" for m, p in s["method_overrides"].items()) or "-"
+        # resilience (issue 11): each caller's breaker towards this service, with how often it opened
+        held = "\n".join(f"{caller}: {b.get('state', '?')} ({b['trips']} trips)" for caller, b in s["breakers"].items())
+        c = s["breaker_config"]
+        rule = (f"\nopens at {c['failure_rate']:.0%} failed or {c['slow_rate']:.0%} slow of >= {c['min_calls']} in "
+                f"{c['window_size']}{' s' if c['window'] == 'time' else ' calls'}")
         table.add_row(name, f"{s['rest_url']} {s['rest']}", f"{s['grpc_target']} {s['grpc']}",
-                      f"{s['grpc_percent']}% ({s['stickiness']})", overrides, f"{s['shadow_percent']}%", s["breaker"])
+                      f"{s['grpc_percent']}% ({s['stickiness']})", overrides, f"{s['shadow_percent']}%",
+                      (held or s["breaker"]) + rule)
     Console().print(table)
     if report["flags_error"]:
         typer.secho(f"flags: last edit rejected: {report['flags_error']}", fg="yellow", err=True)

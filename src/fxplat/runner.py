@@ -41,8 +41,12 @@ async def start_services(names: list[str], ctx: BuildContext, *, host: str, grpc
 
 async def serve(names: list[str], *, host: str, data_dir: Path, flags: Flags, auth: AuthConfig,
                 tls: TlsFiles | None = None, grpc_enabled: bool = True,
-                ports: dict[str, tuple[int, int]] | None = None, grace: float = 5.0) -> None:
-    """`auth` as AuthConfig.for_serving returns it; `tls` serves both transports over TLS."""
+                ports: dict[str, tuple[int, int]] | None = None, grace: float | None = None,
+                drain_delay: float | None = None) -> None:
+    """`auth` as AuthConfig.for_serving returns it; `tls` serves both transports over TLS; `drain_delay` and `grace`
+    (default: FXPLAT_DRAIN_DELAY_S, FXPLAT_GRACE_S) shape the stop on SIGTERM/SIGINT."""
+    grace = config.grace_s() if grace is None else grace
+    drain_delay = config.drain_delay_s() if drain_delay is None else drain_delay
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -59,24 +63,29 @@ async def serve(names: list[str], *, host: str, data_dir: Path, flags: Flags, au
             ctx = BuildContext(data_dir, factory, flags, grpc_enabled=grpc_enabled, auth=auth, tls=tls,
                                shadower=shadower, canary=store)
             hosts = await start_services(names, ctx, host=host, grpc_enabled=grpc_enabled, ports=ports)
-            await _run_until(stop, hosts, data_dir, flags, grace)
+            await _run_until(stop, hosts, data_dir, flags, grace, drain_delay)
         finally:
             await shadower.close()  # the comparisons of the last calls are recorded, not lost
             flags.close()
             await store.close()
 
 
-async def _run_until(stop: asyncio.Event, hosts: list[ServiceHost], data_dir: Path, flags: Flags, grace: float) -> None:
+async def _run_until(stop: asyncio.Event, hosts: list[ServiceHost], data_dir: Path, flags: Flags, grace: float,
+                     drain_delay: float) -> None:
     for svc in hosts:
         grpc_where = f"gRPC {svc.grpc_target}" if svc.grpc_serving else "gRPC off (--no-grpc)"
         log.info("%-22s REST %s   %s", svc.name, svc.rest_url, grpc_where)
     log.info("flags from %s; data directory %s; Ctrl-C to stop", flags.snapshot().source, data_dir)
     await stop.wait()
-    log.info("stopping: finishing in-flight calls (grace %.0fs)", grace)
-    # Every service sends new traffic away first; then each stops, callers before the services they call, so a call
-    # in flight still reaches its dependencies. One grace period covers them all.
+    log.info("draining: not ready, still serving for %.1f s; then finishing in-flight calls (grace %.1f s)",
+             drain_delay, grace)
+    # Every service sends new traffic away first (readiness 503, gRPC health NOT_SERVING) and keeps serving for the
+    # drain delay, so load balancers and clients' health checks notice before any call is refused; then each stops,
+    # callers before the services they call, so a call in flight still reaches its dependencies. One grace period
+    # covers them all.
     for svc in hosts:
         await svc.begin_shutdown()
+    await asyncio.sleep(drain_delay)
     deadline = time.monotonic() + grace
     for svc in reversed(hosts):
         await svc.stop(max(0.0, deadline - time.monotonic()))

@@ -23,12 +23,24 @@ CHANNEL_OPTIONS = [
     # Reconnect to a restarted server within seconds (the default backoff grows to 120 s), so a recovered gRPC
     # server gets traffic back soon after the breaker's trial call.
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 3_000),
+    # Despite its name this is the timeout of one connection attempt (C-core's min connect timeout): at 200 ms a
+    # server 300 ms away never connected. The adapter's attempt bound, not this, limits how long a call waits.
+    ("grpc.min_reconnect_backoff_ms", 10_000),
+    # A name is re-resolved when a connection ends (a replica gone, or its max connection age reached): allow that
+    # every few seconds rather than the default 30 s, so a replica added under the name gets traffic soon.
+    ("grpc.dns_min_time_between_resolutions_ms", 2_000),
 ]
-# A dns:/// target resolves to every address of a headless service; round_robin spreads calls over them (one HTTP/2
-# connection to a ClusterIP would pin every call to one pod).
-ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def service_config(health_service: str | None) -> str:
+    """round_robin for every target: a dns:/// name, an ipv4:/ipv6: list or a name with several addresses all spread
+    their calls over every address (the default, pick_first, sends all to one). With `health_service`, each replica's
+    grpc.health.v1 status of that service is watched: one reporting NOT_SERVING (draining) gets no new calls."""
+    config: dict = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if health_service:
+        config["healthCheckConfig"] = {"serviceName": health_service}
+    return json.dumps(config)
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,7 @@ class ClientFactory:
         self._ca = Path(ca_file).read_bytes() if ca_file else None
         self._tls = self._ca is not None if tls is None else tls
         self.token_source = token_source
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple, grpc.aio.Channel] = {}
         self._http: dict[str, httpx.AsyncClient] = {}
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._timeout = httpx.Timeout(timeout_s, connect=5.0)
@@ -62,21 +74,23 @@ class ClientFactory:
     def settings(self) -> ClientSettings:
         return ClientSettings(self._ca, self._tls)
 
-    def channel(self, target: str, *, tls: bool | None = None) -> grpc.aio.Channel:
-        """A shared channel to `target` (host:port or dns:///name:port); TLS unless `tls` says otherwise."""
-        if target not in self._channels:
-            options = list(CHANNEL_OPTIONS)
-            if target.startswith("dns:"):
-                options.append(("grpc.service_config", ROUND_ROBIN))
+    def channel(self, target: str, *, tls: bool | None = None, health_service: str | None = None) -> grpc.aio.Channel:
+        """A shared channel to `target` (host:port, dns:///name:port, ipv4:a:p,b:p, ...); TLS unless `tls` says
+        otherwise; calls spread over every address of the target, skipping those whose `health_service` is not
+        SERVING."""
+        tls = self._tls if tls is None else tls
+        key = (target, tls, health_service)
+        if key not in self._channels:
+            options = [*CHANNEL_OPTIONS, ("grpc.service_config", service_config(health_service))]
             interceptors = [BearerInterceptor(self.token_source), BearerStreamInterceptor(self.token_source)] \
                 if self.token_source else None
-            if self._tls if tls is None else tls:
+            if tls:
                 creds = grpc.ssl_channel_credentials(root_certificates=self._ca)
-                self._channels[target] = grpc.aio.secure_channel(target, creds, options=options,
-                                                                 interceptors=interceptors)
+                self._channels[key] = grpc.aio.secure_channel(target, creds, options=options,
+                                                              interceptors=interceptors)
             else:
-                self._channels[target] = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
-        return self._channels[target]
+                self._channels[key] = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+        return self._channels[key]
 
     def http(self, base_url: str) -> httpx.AsyncClient:
         """A shared keep-alive HTTP client for one service root (verifies TLS with the configured CA bundle)."""

@@ -25,6 +25,8 @@ DEFAULT_HOST = "127.0.0.1"
 # grace period. Kubernetes' terminationGracePeriodSeconds must exceed their sum.
 DEFAULT_DRAIN_DELAY_S = 0.0
 DEFAULT_GRACE_S = 5.0
+# gRPC connections end after this age (clients reconnect and re-resolve, so new replicas get traffic).
+DEFAULT_MAX_CONNECTION_AGE_S = 120.0
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
@@ -52,6 +54,13 @@ def _seconds(name: str, default: float) -> float:
     return _number(name, default, 0, 3600)
 
 
+def reach(listen_host: str) -> str:
+    """The host a client connects to for a server listening on `listen_host`: a wildcard address is reached over
+    loopback, and an IPv6 literal is bracketed (for URLs and gRPC targets)."""
+    h = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(listen_host, listen_host)
+    return f"[{h}]" if ":" in h else h
+
+
 def drain_delay_s() -> float:
     """FXPLAT_DRAIN_DELAY_S: seconds a stopping server keeps serving while reporting not ready."""
     return _seconds("FXPLAT_DRAIN_DELAY_S", DEFAULT_DRAIN_DELAY_S)
@@ -60,6 +69,12 @@ def drain_delay_s() -> float:
 def grace_s() -> float:
     """FXPLAT_GRACE_S: seconds calls in flight get to finish once a stopping server refuses new ones."""
     return _seconds("FXPLAT_GRACE_S", DEFAULT_GRACE_S)
+
+
+def max_connection_age_s() -> float:
+    """FXPLAT_MAX_CONNECTION_AGE_S: seconds after which a gRPC server ends a connection (GOAWAY; calls on it finish
+    within the grace period), so its clients re-resolve their target and spread over the replicas there now."""
+    return _seconds("FXPLAT_MAX_CONNECTION_AGE_S", DEFAULT_MAX_CONNECTION_AGE_S) or DEFAULT_MAX_CONNECTION_AGE_S
 
 
 def ports(service: str) -> tuple[int, int]:
@@ -97,7 +112,7 @@ class Endpoint:
 def endpoint(service: str) -> Endpoint:
     """Where clients reach `service`: FXPLAT_<SERVICE>_REST_URL / _GRPC_TARGET, else the default host and ports."""
     rest, grpc = ports(service)
-    h = host()
+    h = reach(host())
     rest_url = _env(service, "REST_URL") or f"{'https' if tls_on() else 'http'}://{h}:{rest}"
     return Endpoint(rest_url, _env(service, "GRPC_TARGET") or f"{h}:{grpc}")
 
@@ -216,6 +231,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "headers (bytes); larger ones are refused 431."),
     EnvVar("FXPLAT_MAX_TOKEN_BYTES", f"{DEFAULT_MAX_TOKEN_BYTES}", "Largest bearer token (bytes) either transport "
            "accepts."),
+    EnvVar("FXPLAT_MAX_CONNECTION_AGE_S", f"{DEFAULT_MAX_CONNECTION_AGE_S:g}", "Seconds after which a gRPC server "
+           "ends a connection (its calls get the grace to finish): clients reconnect and re-resolve, so new replicas "
+           "get traffic."),
     # live streams (docs/streams.md); replicas that resume each other's streams need the same quote settings
     EnvVar("FXPLAT_QUOTES_RATE", "10", "Quotes per second per symbol the generator publishes."),
     EnvVar("FXPLAT_QUOTES_PER_BAR", "4", "Quotes per replayed bar (bars per second = rate / per bar)."),

@@ -138,17 +138,25 @@ async def create_server(
     """Build and start a grpc.aio server for `services` (full name -> handler) with health and reflection, over TLS
     when `credentials` are given. Returns the server, the bound port (useful with port 0) and the health servicer
     (for graceful shutdown)."""
-    # Requests are small: the core refuses a larger one (RESOURCE_EXHAUSTED) before a handler sees it.
+    # Requests are small: the core refuses a larger one (RESOURCE_EXHAUSTED) before a handler sees it. Connections
+    # end after a configured age (plus time for their calls to finish): clients then reconnect and re-resolve the
+    # name, so a replica added under it gets its share without anyone restarting.
+    age_ms = int(config.max_connection_age_s() * 1000)
     server = grpc.aio.server(options=[*SERVER_OPTIONS,
-                                      ("grpc.max_receive_message_length", config.input_limits().body_bytes)])
+                                      ("grpc.max_receive_message_length", config.input_limits().body_bytes),
+                                      ("grpc.max_connection_age_ms", age_ms),
+                                      ("grpc.max_connection_age_grace_ms", int(config.grace_s() * 1000))])
     server.add_generic_rpc_handlers(list(services.values()))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable(server, list(services), [health.SERVICE_NAME])  # v1 and v1alpha
-    address = f"{host}:{port}"
-    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 literal is bracketed
+    try:
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises "Failed to bind to address" rather than returning 0
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot bind gRPC to {host}:{port} (in use?)")
+        raise OSError(f"cannot bind gRPC to {address} (address in use, or not available on this host?)")
     await server.start()
     for name in ["", *services]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -28,3 +28,11 @@ SHADOW_COMPARISONS = Counter("fxplat_shadow_comparisons_total", "Shadowed read c
                              "result (match or mismatch).", ["service", "method", "result"])
 SHADOW_DROPPED = Counter("fxplat_shadow_dropped_total", "Read calls sampled for shadowing but not compared: the shadow "
                          "worker was busy or lost the call.", ["service", "method", "reason"])
+# The breaker's window, as Prometheus sees it (resilience: adapters/breaker.py): each finished gRPC phase by outcome
+# and speed, and each time the breaker opened, by the rate that opened it.
+BREAKER_CALLS = Counter("fxplat_client_breaker_calls_total", "gRPC phases a caller's breaker recorded as failed or slow "
+                        "(slow: at least the method's slow-call threshold); the others are in "
+                        "fxplat_client_calls_total.", ["service", "caller", "target", "result", "speed"])
+BREAKER_TRIPS = Counter("fxplat_client_breaker_trips_total", "Times a caller's breaker opened, by the rate that "
+                        "opened it (failure_rate or slow_call_rate; half-open trials included).",
+                        ["service", "caller", "target", "rate"])

@@ -14,7 +14,7 @@ import grpc
 import uvicorn
 from fastapi import FastAPI
 
-from transport import grpc_server, ops
+from transport import config, grpc_server, ops
 
 log = logging.getLogger("fxplat.server")
 
@@ -76,13 +76,11 @@ class ServiceHost:
 
     @property
     def rest_url(self) -> str:
-        h = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if self.tls else 'http'}://{h}:{self.rest_port}"
+        return f"{'https' if self.tls else 'http'}://{config.reach(self.host)}:{self.rest_port}"
 
     @property
     def grpc_target(self) -> str:
-        h = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{h}:{self.grpc_port}"
+        return f"{config.reach(self.host)}:{self.grpc_port}"
 
     async def start(self) -> "ServiceHost":
         self._sock = bind_socket(self.host, self.rest_port)
@@ -128,7 +126,8 @@ class ServiceHost:
             await self._health.enter_graceful_shutdown()
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Refuse new calls on both transports at once, give in-flight calls up to `grace` seconds, then close."""
+        """Refuse new calls on both transports at once, give in-flight calls up to `grace` seconds, then close (gRPC
+        sends GOAWAY as it closes; calls refused before are answered UNAVAILABLE/SHUTTING_DOWN, never run)."""
         await self.begin_shutdown()
         await asyncio.gather(self.stop_grpc(grace), self._stop_rest(grace))
         for close in reversed(self.closers):
