@@ -15,8 +15,8 @@ INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...) end the stream with the same typed er
 from __future__ import annotations
 
 import asyncio
-import math
 import contextlib
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
