@@ -51,7 +51,7 @@ def host() -> str:
 
 
 def _seconds(name: str, default: float) -> float:
-    return _number(name, default, 0, 3600)
+    return _env_number(name, default, 0, 3600)
 
 
 def reach(listen_host: str) -> str:
@@ -151,7 +151,7 @@ def input_limits() -> InputLimits:
 
 # --- live streams (StreamQuotes, WatchCandles; see docs/streams.md) ---------------------------------------------------
 
-def _number(name: str, default: float, low: float, high: float) -> float:
+def _env_number(name: str, default: float, low: float, high: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -169,18 +169,18 @@ def quote_settings() -> dict:
     bar, so bars/s = rate / per bar), FXPLAT_QUOTES_SEED, FXPLAT_QUOTES_LAG_BOUND (quotes per symbol a consumer may
     lag before it is conflated), FXPLAT_CANDLES_LAG_BOUND (bars before a slow WatchCandles consumer is ended).
     Replicas that must resume each other's streams need the same values."""
-    return {"rate": _number("FXPLAT_QUOTES_RATE", 10.0, 0.001, 100_000),
-            "per_bar": int(_number("FXPLAT_QUOTES_PER_BAR", 4, 4, 3600)),
-            "seed": int(_number("FXPLAT_QUOTES_SEED", 1, 0, 2**31)),
-            "lag_bound": int(_number("FXPLAT_QUOTES_LAG_BOUND", 256, 1, 1_000_000)),
-            "candle_lag_bound": int(_number("FXPLAT_CANDLES_LAG_BOUND", 64, 1, 1_000_000))}
+    return {"rate": _env_number("FXPLAT_QUOTES_RATE", 10.0, 0.001, 100_000),
+            "per_bar": int(_env_number("FXPLAT_QUOTES_PER_BAR", 4, 4, 3600)),
+            "seed": int(_env_number("FXPLAT_QUOTES_SEED", 1, 0, 2**31)),
+            "lag_bound": int(_env_number("FXPLAT_QUOTES_LAG_BOUND", 256, 1, 1_000_000)),
+            "candle_lag_bound": int(_env_number("FXPLAT_CANDLES_LAG_BOUND", 64, 1, 1_000_000))}
 
 
 def stream_settings() -> dict:
     """Stream plumbing: FXPLAT_STREAM_HEARTBEAT_S, FXPLAT_MAX_STREAMS (per process), FXPLAT_MAX_STREAMS_PER_TOKEN."""
-    return {"heartbeat_s": _number("FXPLAT_STREAM_HEARTBEAT_S", 5.0, 0.05, 300),
-            "max_streams": int(_number("FXPLAT_MAX_STREAMS", 1000, 1, 1_000_000)),
-            "max_per_token": int(_number("FXPLAT_MAX_STREAMS_PER_TOKEN", 32, 1, 1_000_000))}
+    return {"heartbeat_s": _env_number("FXPLAT_STREAM_HEARTBEAT_S", 5.0, 0.05, 300),
+            "max_streams": int(_env_number("FXPLAT_MAX_STREAMS", 1000, 1, 1_000_000)),
+            "max_per_token": int(_env_number("FXPLAT_MAX_STREAMS_PER_TOKEN", 32, 1, 1_000_000))}
 
 
 # --- Every environment variable the platform reads ------------------------------------------------------------------
