@@ -2,7 +2,7 @@
 
 For the small call (GetCandles EURUSD M1, 10 bars) the benchmark asks the platform's server once for its answer on each
 transport, then starts two floor servers in their own processes (see fxplat.floor) that send exactly those bytes with no
-auth, metrics, logs, tracing or domain. The load generator (fxplat.loadgen: client processes, thin clients) then calls
+auth, metrics, logs, tracing or domain. Both get the same request bytes, the bearer token included. The load generator (fxplat.loadgen: client processes, thin clients) then calls
 floor and platform alternately, one caller (sequential p50) and 16 callers (calls/s), and reads each server's CPU time
 per call from /proc. The ratios say what the platform's per-call layer costs on each transport.
 """
@@ -166,7 +166,10 @@ def run(*, grpc_target: str, rest_url: str, token: str, server_pid: int, workdir
                 floor.wait_ready()
             for kind, floor in floors.items():
                 assert floor.proc is not None
-                runs = {"floor": (Target(kind, floor.address, targets[kind].path, targets[kind].body), floor.proc.pid),
+                # the floor gets the very same request, bearer token included (it ignores it, but receiving it is
+                # transport work: ~50 µs of server CPU per gRPC call for the header alone, measured)
+                floor_target = Target(kind, floor.address, targets[kind].path, targets[kind].body, targets[kind].headers)
+                runs = {"floor": (floor_target, floor.proc.pid),
                         "platform": (targets[kind], server_pid)}
                 seq: dict[str, list[LoadResult]] = {"floor": [], "platform": []}
                 conc: dict[str, list[LoadResult]] = {"floor": [], "platform": []}
