@@ -44,7 +44,7 @@ from typing import Any
 SERVICE = "market_analysis"
 SYMBOL = "EURUSD"
 CONCURRENCY = 16
-SERVER_START_TIMEOUT_S = 90.0  # generous: a loaded machine slows the synthetic data warm-up
+SERVER_START_TIMEOUT_S = 120.0  # generous: a loaded machine slows imports and the synthetic data warm-up
 
 GRPC_VARIANTS = ("grpc raw stub", "grpc raw stub+decode", "grpc client", "adapter -> grpc (forced)",
                  "adapter -> grpc")
@@ -548,9 +548,9 @@ def _client_loop() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]
 
 
 def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict:
-    """Start a Market Analysis server and, for the fan-out rows, two stacks of all four services (all-gRPC flags and
-    all-REST flags) in child processes; measure the adapter rows, the floor rows and the fan-out rows; print the
-    tables, write `json_path` (if given) and return the results."""
+    """Start Market Analysis and, for the fan-out rows, all four services in child processes; measure the adapter
+    rows, the floor rows (bare servers in their own processes) and the fan-out rows; print the tables, write
+    `json_path` (if given) and return the results."""
     import grpc
     import httpx
 
@@ -564,20 +564,18 @@ def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict
     loop_factory, loop_name = _client_loop()
     with tempfile.TemporaryDirectory(prefix="fxplat-bench-") as tmp:
         workdir = Path(tmp)
-        flags_files = bench_fanout.write_flags(workdir)
-        # Two stacks of all four services, one whose calls between services go over gRPC, one over REST. The first
-        # one's Market Analysis also serves the adapter and floor rows (the other services sit idle meanwhile).
-        stacks = {t: ServerProcess(workdir, bench_fanout.SERVICES, flags_file=flags_files[t], name=f"stack-{t}")
-                  for t in ("grpc", "rest")}
-        server = stacks["grpc"]
-        everything = list(stacks.values())
+        # Market Analysis alone serves the adapter and floor rows; a second process runs all four services for the
+        # fan-out rows (its flags flip between all-gRPC and all-REST). Both start together.
+        flags_file = bench_fanout.write_flags(workdir / "stack-flags.yaml", "grpc")
+        server = ServerProcess(workdir)
+        stack = ServerProcess(workdir, bench_fanout.SERVICES, flags_file=flags_file, name="stack")
         try:
-            log(f"starting the servers: Market Analysis (REST {server.rest_url}, gRPC {server.grpc_target}) in a "
-                "stack of all four services calling each other over gRPC, and a stack calling over REST ...")
-            for proc in everything:
-                proc.launch()
-            for proc in everything:
-                proc.wait_ready()
+            log(f"starting Market Analysis (REST {server.rest_url}, gRPC {server.grpc_target}) and, in another "
+                "process, all four services ...")
+            server.launch()
+            stack.launch()
+            server.wait_ready()
+            stack.wait_ready()
             log(f"servers ready after {time.perf_counter() - t_start:.1f} s; client loop {loop_name}; "
                 f"{'quick' if quick else 'full'} run")
             with asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -589,11 +587,11 @@ def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict
                 floor_rows = bench_floor.run(grpc_target=server.grpc_target, rest_url=server.rest_url, token=token,
                                              server_pid=server.proc.pid, workdir=workdir, quick=quick,
                                              concurrency=CONCURRENCY, log=log)
-                fanout_rows = runner.run(bench_fanout.run(stacks, flags_files, quick=quick, concurrency=CONCURRENCY,
+                fanout_rows = runner.run(bench_fanout.run(stack, flags_file, quick=quick, concurrency=CONCURRENCY,
                                                           log=log))
         finally:
-            for proc in everything:
-                proc.stop()
+            server.stop()
+            stack.stop()
     wall = time.perf_counter() - t_start
     result = {
         "meta": {

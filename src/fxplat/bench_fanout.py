@@ -1,13 +1,15 @@
 """The fan-out rows of `fxplat bench`: one analysis end to end, every hop on gRPC against every hop on REST.
 
-Two `fxplat up` processes run all four services, one with flags at gRPC 100 % for every service, one at 0 %. The
-benchmark calls each one's coordinator (RunAnalysis, 3 symbols, H1, sma_cross, three months) through the flagged adapter
-with the same flags, so the first hop and the coordinator's fan-out to Market Analysis, Causal Analysis and Backtesting
-(and Backtesting's calls to Market Analysis) all use the one transport. Both stacks run side by side in this run and are
-called alternately; every analysis is checked to have been served entirely by the expected transport.
+One `fxplat up` process runs all four services with a flags file the benchmark rewrites between phases: gRPC 100 % for
+every service, then 0 %, and again (the services reload it within a second; each phase starts only once an analysis
+comes back served entirely by the phase's transport). The benchmark calls the coordinator (RunAnalysis, 3 symbols, H1,
+sma_cross, three months) through the adapter forced to the phase's transport, so the first hop and the coordinator's
+fan-out to Market Analysis, Causal Analysis and Backtesting (and Backtesting's calls to Market Analysis) all use the
+one transport. Phases alternate, so drift in the machine's load hits both alike.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -17,16 +19,18 @@ COORDINATOR = "analysis_coordinator"
 SERVICES = ("market_analysis", "causal_analysis", "backtesting", "analysis_coordinator")  # market first
 SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY")
 START, END = datetime(2025, 3, 3, tzinfo=timezone.utc), datetime(2025, 6, 2, tzinfo=timezone.utc)
+SWITCH_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
 class FanoutPlan:
-    seq: tuple[int, int, float]  # interleaved rounds: at least, at most, no new round after (s)
-    conc: tuple[int, float]  # 16 callers: at most this many analyses, no new one after (s)
+    rounds: int  # phases per transport, alternating
+    seq: tuple[int, float]  # per phase, one call at a time: at least this many, no new one after (s)
+    conc: tuple[int, float]  # per phase, 16 callers: at most this many analyses, no new one after (s)
 
 
-FULL = FanoutPlan((10, 60, 6.0), (160, 4.0))
-QUICK = FanoutPlan((2, 4, 0.5), (0, 0.0))  # a smoke run: sequential only
+FULL = FanoutPlan(2, (8, 4.0), (48, 3.0))  # 48 < 64: _concurrent skips its 16-call warm-up
+QUICK = FanoutPlan(1, (1, 0.0), (0, 0.0))  # a smoke run: one timed analysis per transport
 
 
 def flags_yaml(grpc_pct: int) -> str:
@@ -36,12 +40,12 @@ def flags_yaml(grpc_pct: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_flags(workdir: Path) -> dict[str, Path]:
-    """transport -> the flags file both the stack and the benchmark's adapter read."""
-    paths = {"grpc": workdir / "stack-grpc.yaml", "rest": workdir / "stack-rest.yaml"}
-    paths["grpc"].write_text(flags_yaml(100))
-    paths["rest"].write_text(flags_yaml(0))
-    return paths
+def write_flags(path: Path, transport: str) -> Path:
+    """Point every service's calls at `transport` (the stack reads this file)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(flags_yaml(100 if transport == "grpc" else 0))
+    tmp.replace(path)  # atomic: the stack never reads half a file
+    return path
 
 
 @dataclass
@@ -56,8 +60,8 @@ class FanoutRow:
     failed_components: int = 0  # component calls that failed inside the analyses (the report still came back)
 
 
-async def run(stacks: dict, flags_files: dict[str, Path], *, quick: bool, concurrency: int, log) -> list[dict]:
-    """`stacks`: transport -> a started ServerProcess of all four services with that transport's flags."""
+async def run(stack, flags_file: Path, *, quick: bool, concurrency: int, log) -> list[dict]:
+    """`stack`: a started ServerProcess of all four services reading `flags_file`."""
     from adapters.connect import connect
     from adapters.flags import Flags
     from fxplat.bench import Row, _concurrent, _sequential
@@ -69,41 +73,65 @@ async def run(stacks: dict, flags_files: dict[str, Path], *, quick: bool, concur
 
     plan = QUICK if quick else FULL
     request = AnalysisRequest(SYMBOLS, Timeframe.H1, TimeRange(START, END), "sma_cross", {"fast": 10, "slow": 20})
-    rows = {t: Row("fan-out", len(SYMBOLS), f"RunAnalysis all-{t}", t) for t in stacks}
-    flags = {t: Flags(flags_files[t], unleash_url="") for t in stacks}
-    factories = {t: ClientFactory(token_source=MintedTokens(Signer(s.auth_secret, "HS256"), sub="bench",
-                                                           scopes=["analysis:run"])) for t, s in stacks.items()}
-    try:
-        adapters = {t: connect(COORDINATOR, Endpoint(*s.endpoints[COORDINATOR]), factory=factories[t], flags=flags[t],
-                               caller="bench", budget_s=120.0) for t, s in stacks.items()}
+    transports = ("grpc", "rest")
+    rows = {t: Row("fan-out", len(SYMBOLS), f"RunAnalysis all-{t}", t) for t in transports}
+    failed: dict[str, list] = {t: [] for t in transports}
+    conc_calls = {t: 0 for t in transports}
+    conc_wall = {t: 0.0 for t in transports}
+    conc_lat: dict[str, list[float]] = {t: [] for t in transports}
+    flags = Flags(flags_file, unleash_url="")  # for the adapter's own bookkeeping; the transport is forced
+    tokens = MintedTokens(Signer(stack.auth_secret, "HS256"), sub="bench", scopes=["analysis:run"])
+    t0 = time.perf_counter()
+    async with ClientFactory(token_source=tokens) as factory:
+        adapters = {t: connect(COORDINATOR, Endpoint(*stack.endpoints[COORDINATOR]), factory=factory, flags=flags,
+                               caller="bench", force=t, budget_s=120.0) for t in transports}
 
-        failed: dict[str, list] = {t: [] for t in stacks}
+        async def analyse(transport: str) -> list:
+            analysis = await adapters[transport].run_analysis(request)
+            return analysis.calls
+
+        async def switch(transport: str) -> None:
+            """Rewrite the stack's flags and wait until an analysis is served by `transport` throughout."""
+            write_flags(flags_file, transport)
+            deadline = time.monotonic() + SWITCH_TIMEOUT_S
+            while True:
+                calls = await analyse(transport)
+                if all(c.transport == transport for c in calls):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the stack did not switch to {transport} within {SWITCH_TIMEOUT_S:.0f} s")
+                await asyncio.sleep(0.2)
 
         def checked(transport: str):
             async def call():
-                analysis = await adapters[transport].run_analysis(request)
-                wrong = [c for c in analysis.calls if c.transport != transport]
-                if wrong:  # the flags did not take: the rows would not mean what they say
-                    raise RuntimeError(f"all-{transport} analysis had a call served by {wrong[0].transport}: "
-                                       f"{wrong[0]}")
-                failed[transport] += [c for c in analysis.calls if c.status.value != "ok"]  # counted, and shown
-                return analysis
+                calls = await analyse(transport)
+                wrong = [c for c in calls if c.transport != transport]
+                if wrong:  # the flags changed under us: the rows would not mean what they say
+                    raise RuntimeError(f"all-{transport} analysis had a call served by {wrong[0].transport}")
+                failed[transport] += [c for c in calls if c.status.value != "ok"]  # counted, and shown
             return call
 
-        calls = {f"RunAnalysis all-{t}": checked(t) for t in stacks}
-        by_name = {f"RunAnalysis all-{t}": rows[t] for t in stacks}
-        t0 = time.perf_counter()
-        lo, hi, cap = plan.seq
-        await _sequential(calls, by_name, lo, hi, cap, warmup=1)
-        for name, call in calls.items():
-            max_calls, cap = plan.conc
-            await _concurrent(call, by_name[name], max_calls, cap)
-        log(f"  fan-out: {time.perf_counter() - t0:.1f} s")
-    finally:
-        for factory in factories.values():
-            await factory.close()
+        for _ in range(plan.rounds):
+            for t in transports:
+                await switch(t)
+                lo, cap = plan.seq
+                await _sequential({t: checked(t)}, {t: rows[t]}, lo, 10 * max(lo, 1), cap, warmup=0)
+                max_calls, cap = plan.conc
+                if max_calls:
+                    part = Row("fan-out", len(SYMBOLS), t, t)
+                    await _concurrent(checked(t), part, max_calls, cap)
+                    conc_calls[t] += part.conc_calls
+                    conc_wall[t] += part.conc_wall_s or 0.0
+                    if part.conc_p50_ms is not None:
+                        conc_lat[t].append(part.conc_p50_ms)
+        write_flags(flags_file, "grpc")
+    log(f"  fan-out: {time.perf_counter() - t0:.1f} s")
     for t, calls_failed in failed.items():
         if calls_failed:
-            log(f"  warning: {len(calls_failed)} component calls failed on the all-{t} stack, e.g. {calls_failed[0]}")
-    return [asdict(FanoutRow(t, r.n, r.p50_ms, r.p99_ms, r.conc_calls, r.calls_per_s, r.conc_p50_ms,
-                             len(failed[t]))) for t, r in rows.items()]
+            log(f"  warning: {len(calls_failed)} component calls failed in all-{t} analyses, e.g. {calls_failed[0]}")
+    out = []
+    for t, r in rows.items():
+        rate = conc_calls[t] / conc_wall[t] if conc_wall[t] else None
+        p50 = sorted(conc_lat[t])[len(conc_lat[t]) // 2] if conc_lat[t] else None
+        out.append(asdict(FanoutRow(t, r.n, r.p50_ms, r.p99_ms, conc_calls[t], rate, p50, len(failed[t]))))
+    return out

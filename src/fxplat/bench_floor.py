@@ -31,7 +31,7 @@ class FloorPlan:
 
 
 FULL = FloorPlan(rounds=3, seq_s=1.0, conc_s=2.0, procs=4)
-QUICK = FloorPlan(rounds=1, seq_s=0.5, conc_s=1.0, procs=2)
+QUICK = FloorPlan(rounds=1, seq_s=0.3, conc_s=0.7, procs=2)
 
 
 @dataclass
