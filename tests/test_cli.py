@@ -70,12 +70,11 @@ async def test_bench_quick_prints_and_writes_the_ratios(tmp_path):
     result = json.loads(out.read_text())
     targets = {r["key"]: r for r in result["ratios"] if r["target"]}
     assert set(targets) == {"adapter_overhead_pct", "small_grpc_over_rest_p50", "rest_over_grpc_100k",
-                            "throughput_grpc_over_rest", "grpc_server_over_floor", "rest_server_over_floor",
-                            "fanout_rest_over_grpc_p50"}
+                            "throughput_grpc_over_rest", "grpc_server_over_floor", "rest_server_over_floor"}
     assert {(r["transport"], r["server"]) for r in result["floor_rows"]} == {
         ("grpc", "floor"), ("grpc", "platform"), ("rest", "floor"), ("rest", "platform")}
     assert all(r["errors"] == 0 and r["calls_per_s"] > 0 for r in result["floor_rows"])  # both servers answered
-    assert {r["transport"] for r in result["fanout_rows"]} == {"grpc", "rest"}
+    assert result["fanout_rows"] == []  # the analysis fan-out runs in full runs only (a second stack to start)
     assert all(isinstance(r["value"], float) and r["value"] > 0 and r["pass"] in (True, False) for r in targets.values()
                if r["key"] != "adapter_overhead_pct")  # measured; a pass/fail verdict given
     assert isinstance(targets["adapter_overhead_pct"]["value"], float)  # an overhead may be negative on a noisy run

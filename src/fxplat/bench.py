@@ -565,17 +565,19 @@ def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict
     with tempfile.TemporaryDirectory(prefix="fxplat-bench-") as tmp:
         workdir = Path(tmp)
         # Market Analysis alone serves the adapter and floor rows; a second process runs all four services for the
-        # fan-out rows (its flags flip between all-gRPC and all-REST). Both start together.
+        # fan-out rows (its flags flip between all-gRPC and all-REST). Both start together. --quick has no fan-out.
         flags_file = bench_fanout.write_flags(workdir / "stack-flags.yaml", "grpc")
         server = ServerProcess(workdir)
-        stack = ServerProcess(workdir, bench_fanout.SERVICES, flags_file=flags_file, name="stack")
+        stack = None if quick else ServerProcess(workdir, bench_fanout.SERVICES, flags_file=flags_file, name="stack")
         try:
-            log(f"starting Market Analysis (REST {server.rest_url}, gRPC {server.grpc_target}) and, in another "
-                "process, all four services ...")
-            server.launch()
-            stack.launch()
-            server.wait_ready()
-            stack.wait_ready()
+            log(f"starting Market Analysis (REST {server.rest_url}, gRPC {server.grpc_target})"
+                + ("" if stack is None else " and, in another process, all four services") + " ...")
+            for proc in (server, stack):
+                if proc is not None:
+                    proc.launch()
+            for proc in (server, stack):
+                if proc is not None:
+                    proc.wait_ready()
             log(f"servers ready after {time.perf_counter() - t_start:.1f} s; client loop {loop_name}; "
                 f"{'quick' if quick else 'full'} run")
             with asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -587,11 +589,12 @@ def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict
                 floor_rows = bench_floor.run(grpc_target=server.grpc_target, rest_url=server.rest_url, token=token,
                                              server_pid=server.proc.pid, workdir=workdir, quick=quick,
                                              concurrency=CONCURRENCY, log=log)
-                fanout_rows = runner.run(bench_fanout.run(stack, flags_file, quick=quick, concurrency=CONCURRENCY,
-                                                          log=log))
+                fanout_rows = [] if stack is None else runner.run(
+                    bench_fanout.run(stack, flags_file, concurrency=CONCURRENCY, log=log))
         finally:
             server.stop()
-            stack.stop()
+            if stack is not None:
+                stack.stop()
     wall = time.perf_counter() - t_start
     result = {
         "meta": {

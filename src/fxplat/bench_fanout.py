@@ -29,8 +29,7 @@ class FanoutPlan:
     conc: tuple[int, float]  # per phase, 16 callers: at most this many analyses, no new one after (s)
 
 
-FULL = FanoutPlan(2, (8, 4.0), (48, 3.0))  # 48 < 64: _concurrent skips its 16-call warm-up
-QUICK = FanoutPlan(1, (1, 0.0), (0, 0.0))  # a smoke run: one timed analysis per transport
+PLAN = FanoutPlan(2, (8, 4.0), (48, 3.0))  # 48 < 64: _concurrent skips its 16-call warm-up
 
 
 def flags_yaml(grpc_pct: int) -> str:
@@ -60,7 +59,7 @@ class FanoutRow:
     failed_components: int = 0  # component calls that failed inside the analyses (the report still came back)
 
 
-async def run(stack, flags_file: Path, *, quick: bool, concurrency: int, log) -> list[dict]:
+async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPlan = PLAN) -> list[dict]:
     """`stack`: a started ServerProcess of all four services reading `flags_file`."""
     from adapters.connect import connect
     from adapters.flags import Flags
@@ -71,7 +70,6 @@ async def run(stack, flags_file: Path, *, quick: bool, concurrency: int, log) ->
     from transport.client_factory import ClientFactory
     from transport.config import Endpoint
 
-    plan = QUICK if quick else FULL
     request = AnalysisRequest(SYMBOLS, Timeframe.H1, TimeRange(START, END), "sma_cross", {"fast": 10, "slow": 20})
     transports = ("grpc", "rest")
     rows = {t: Row("fan-out", len(SYMBOLS), f"RunAnalysis all-{t}", t) for t in transports}
