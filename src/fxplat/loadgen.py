@@ -188,6 +188,10 @@ class _HttpConnection(asyncio.Protocol):
         if self._done is not None and not self._done.done():
             self._done.set_result(self._parser.get_status_code())
 
+    @property
+    def closed(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
     def connection_lost(self, exc) -> None:
         if self._done is not None and not self._done.done():
             self._done.set_exception(ConnectionError(f"connection closed: {exc}"))
@@ -218,7 +222,12 @@ class _RestCaller:
         self._idle: list[_HttpConnection] = []
 
     async def __call__(self) -> bool:
-        conn = self._idle.pop() if self._idle else await self._connect()
+        while self._idle:  # servers close idle keep-alive connections (uvicorn after 5 s by default)
+            conn = self._idle.pop()
+            if not conn.closed:
+                break
+        else:
+            conn = await self._connect()
         try:
             status = await conn.request(self._raw)
         except ConnectionError:
