@@ -518,12 +518,12 @@ def _print_tables(result: dict) -> None:
     if result.get("fanout_rows"):
         ft = Table(title="Fan-out: RunAnalysis (3 symbols, H1, 3 months) end to end through the coordinator; "
                          "every hop on one transport", title_justify="left")
-        for col in ("hops", "n", "p50", "p99", "16c calls/s", "16c p50", "failed components"):
+        for col in ("hops", "n", "p50", "p99", "16c calls/s", "16c p50", "failed components", "failed analyses"):
             ft.add_column(col, justify="left" if col == "hops" else "right", no_wrap=True)
         for r in result["fanout_rows"]:
             ft.add_row(f"all {r['transport']}", str(r["n"]), _fmt(r["p50_ms"]), _fmt(r["p99_ms"]),
                        "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.1f}", _fmt(r["conc_p50_ms"]),
-                       str(r["failed_components"]))
+                       str(r["failed_components"]), str(r["failed_analyses"]))
         console.print(ft)
 
     rt = Table(title="Ratios (targets first)", title_justify="left")

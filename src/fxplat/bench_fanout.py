@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from services.common.errors import DomainError
+
 COORDINATOR = "analysis_coordinator"
 SERVICES = ("market_analysis", "causal_analysis", "backtesting", "analysis_coordinator")  # market first
 SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY")
@@ -57,6 +59,7 @@ class FanoutRow:
     calls_per_s: float | None = None
     conc_p50_ms: float | None = None
     failed_components: int = 0  # component calls that failed inside the analyses (the report still came back)
+    failed_analyses: int = 0  # analyses that failed as a whole (an error instead of a report)
 
 
 async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPlan = PLAN) -> list[dict]:
@@ -74,6 +77,7 @@ async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPla
     transports = ("grpc", "rest")
     rows = {t: Row("fan-out", len(SYMBOLS), f"RunAnalysis all-{t}", t) for t in transports}
     failed: dict[str, list] = {t: [] for t in transports}
+    failed_analyses: dict[str, list] = {t: [] for t in transports}
     conc_calls = {t: 0 for t in transports}
     conc_wall = {t: 0.0 for t in transports}
     conc_lat: dict[str, list[float]] = {t: [] for t in transports}
@@ -102,7 +106,11 @@ async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPla
 
         def checked(transport: str):
             async def call():
-                calls = await analyse(transport)
+                try:
+                    calls = await analyse(transport)
+                except DomainError as exc:  # the analysis failed as a whole: counted and shown, the run goes on
+                    failed_analyses[transport].append(exc)
+                    return
                 wrong = [c for c in calls if c.transport != transport]
                 if wrong:  # the flags changed under us: the rows would not mean what they say
                     raise RuntimeError(f"all-{transport} analysis had a call served by {wrong[0].transport}")
@@ -124,12 +132,16 @@ async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPla
                         conc_lat[t].append(part.conc_p50_ms)
         write_flags(flags_file, "grpc")
     log(f"  fan-out: {time.perf_counter() - t0:.1f} s")
-    for t, calls_failed in failed.items():
-        if calls_failed:
-            log(f"  warning: {len(calls_failed)} component calls failed in all-{t} analyses, e.g. {calls_failed[0]}")
+    for t in transports:
+        if failed[t]:
+            log(f"  warning: {len(failed[t])} component calls failed in all-{t} analyses, e.g. {failed[t][0]}")
+        if failed_analyses[t]:
+            log(f"  warning: {len(failed_analyses[t])} all-{t} analyses failed (their time is in the rows), e.g. "
+                f"{failed_analyses[t][0]!r}")
     out = []
     for t, r in rows.items():
         rate = conc_calls[t] / conc_wall[t] if conc_wall[t] else None
         p50 = sorted(conc_lat[t])[len(conc_lat[t]) // 2] if conc_lat[t] else None
-        out.append(asdict(FanoutRow(t, r.n, r.p50_ms, r.p99_ms, conc_calls[t], rate, p50, len(failed[t]))))
+        out.append(asdict(FanoutRow(t, r.n, r.p50_ms, r.p99_ms, conc_calls[t], rate, p50, len(failed[t]),
+                                    len(failed_analyses[t]))))
     return out
