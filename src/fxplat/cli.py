@@ -115,9 +115,8 @@ def up(
     except ValueError as exc:  # auth or TLS misconfigured: say what to set
         _fail(str(exc))
     try:
-        with asyncio.Runner(loop_factory=runner.loop_factory()) as loop:
-            loop.run(runner.serve(names, host=host, data_dir=path, flags=_flags(flags), auth=auth_config, tls=tls,
-                                  grpc_enabled=not no_grpc, ports=ports))
+        asyncio.run(runner.serve(names, host=host, data_dir=path, flags=_flags(flags), auth=auth_config, tls=tls,
+                                 grpc_enabled=not no_grpc, ports=ports))
     except OSError as exc:
         _fail(str(exc))
 

@@ -21,16 +21,6 @@ from transport.server import ServiceHost, TlsFiles
 log = logging.getLogger("fxplat.up")
 
 
-def loop_factory():
-    """uvloop when installed (it is, with uvicorn[standard]): it takes about a fifth off each call's CPU on both
-    transports (see docs/benchmarks.md); the stdlib loop otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 async def start_services(names: list[str], ctx: BuildContext, *, host: str, grpc_enabled: bool = True,
                          ports: dict[str, tuple[int, int]] | None = None) -> list[ServiceHost]:
     """Start `names` in order (a service's dependencies first); each one's endpoints go into `ctx.endpoints`, so the
