@@ -327,3 +327,39 @@ async def test_the_cli_mints_its_own_token_in_dev_mode(data_dir, tmp_path):
     code, out, err = without
     assert code == 1 and "UNAUTHENTICATED: missing bearer token (requires scope market:read)" in err
     assert "set FXPLAT_TOKEN" in err and out == ""
+
+
+def test_cached_verdicts_keep_every_auth_semantic(monkeypatch):
+    """Each token is verified once and its verdict kept: a good token still expires on time and still needs the scope;
+    a forged one stays refused with the same error, call after call; one not valid yet is not kept."""
+    import time as _time
+
+    import transport.auth as auth_mod
+    from transport.auth import LEEWAY_S, Signer, TokenVerifier
+
+    secret = secrets.token_hex(32)
+    verifier = TokenVerifier(secret, "HS256")
+    good = Signer(secret, "HS256").mint(sub="t", scopes=["market:read"], ttl_s=60)
+    for _ in range(3):
+        verifier.check(f"Bearer {good}", "market:read")
+        with pytest.raises(PermissionDenied):
+            verifier.check(f"Bearer {good}", "backtest:write")
+    now = _time.time()
+    monkeypatch.setattr(auth_mod.time, "time", lambda: now + 60 + LEEWAY_S + 1)  # past exp: the cached verdict expires
+    with pytest.raises(Unauthenticated, match="expired"):
+        verifier.check(f"Bearer {good}", "market:read")
+    monkeypatch.undo()
+
+    forged = Signer(secrets.token_hex(32), "HS256").mint(sub="t", scopes=["market:read"], ttl_s=60)
+    errors = []
+    for _ in range(2):
+        with pytest.raises(Unauthenticated) as caught:
+            verifier.check(f"Bearer {forged}", "market:read")
+        errors.append(caught.value)
+    assert errors[0] == errors[1] and errors[0] is not errors[1] and errors[0].reason == "TOKEN_INVALID"
+
+    soon = jwt.encode({"sub": "t", "scope": "market:read", "nbf": int(_time.time()) + LEEWAY_S + 30,
+                       "exp": int(_time.time()) + 3600}, secret, algorithm="HS256")
+    with pytest.raises(Unauthenticated, match="not yet valid"):
+        verifier.check(f"Bearer {soon}", "market:read")
+    assert soon not in verifier._verdicts  # refused now, checked again next time

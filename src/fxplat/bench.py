@@ -44,7 +44,7 @@ from typing import Any
 SERVICE = "market_analysis"
 SYMBOL = "EURUSD"
 CONCURRENCY = 16
-SERVER_START_TIMEOUT_S = 30.0
+SERVER_START_TIMEOUT_S = 120.0  # generous: a loaded machine slows imports and the synthetic data warm-up
 
 GRPC_VARIANTS = ("grpc raw stub", "grpc raw stub+decode", "grpc client", "adapter -> grpc (forced)",
                  "adapter -> grpc")
@@ -88,6 +88,9 @@ TARGETS = {
     "small_grpc_over_rest_p50": 0.5,  # adapter -> grpc p50 / adapter -> rest p50, small call: at most 0.5
     "rest_over_grpc_100k": 20.0,  # adapter -> rest p50 / adapter -> grpc p50 at 100k bars: at least 20
     "throughput_grpc_over_rest": 4.0,  # 16-caller calls/s, adapter -> grpc / adapter -> rest, small call: at least 4
+    "grpc_server_over_floor": 0.70,  # 16-caller calls/s, platform gRPC server / bare grpc.aio floor: at least 0.7
+    "rest_server_over_floor": 0.80,  # 16-caller calls/s, platform REST server / bare FastAPI floor: at least 0.8
+    "fanout_rest_over_grpc_p50": 2.0,  # RunAnalysis p50, all-REST / all-gRPC: at least 2
 }
 
 
@@ -125,39 +128,62 @@ def _tail(path: Path, n: int = 20) -> str:
 
 
 class ServerProcess:
-    """`fxplat up --service market_analysis` in a child process on free loopback ports; always stopped on exit."""
+    """`fxplat up` for `services` (default: Market Analysis alone) in a child process on free loopback ports, with
+    auth on and, when given, its own flags file; always stopped on exit. `rest_url`/`grpc_target` are the first
+    service's; `endpoints` has every service's."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.rest_port = _free_port()
-        self.grpc_port = _free_port()
-        while self.grpc_port == self.rest_port:
-            self.grpc_port = _free_port()
-        self.rest_url = f"http://127.0.0.1:{self.rest_port}"
-        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
-        self.data_dir = workdir / "data"
-        self.log_path = workdir / "server.log"
-        self.auth_secret = secrets.token_hex(32)
+    def __init__(self, workdir: Path, services: tuple[str, ...] = (SERVICE,), *, flags_file: Path | None = None,
+                 auth_secret: str | None = None, name: str = "server") -> None:
+        taken: set[int] = set()
+
+        def port() -> int:
+            while (p := _free_port()) in taken:
+                pass
+            taken.add(p)
+            return p
+
+        self.services = services
+        self.ports = {svc: (port(), port()) for svc in services}
+        self.rest_port, self.grpc_port = self.ports[services[0]]
+        self.endpoints = {svc: (f"http://127.0.0.1:{r}", f"127.0.0.1:{g}") for svc, (r, g) in self.ports.items()}
+        self.rest_url, self.grpc_target = self.endpoints[services[0]]
+        self.data_dir = workdir / f"{name}-data"
+        self.log_path = workdir / f"{name}.log"
+        self.flags_file = flags_file
+        self.auth_secret = auth_secret or secrets.token_hex(32)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-c", "from fxplat.cli import app; app()", "up", "--service", SERVICE,
-               "--host", "127.0.0.1", "--rest-port", str(self.rest_port), "--grpc-port", str(self.grpc_port),
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        cmd = [sys.executable, "-c", "from fxplat.cli import app; app()", "up", "--host", "127.0.0.1",
                "--data-dir", str(self.data_dir)]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FXPLAT_", "UNLEASH_"))}
         env["PYTHONUNBUFFERED"] = "1"
         env.update(FXPLAT_AUTH="on", FXPLAT_AUTH_SECRET=self.auth_secret)
+        for svc in self.services:
+            cmd += ["--service", svc]
+            rest, grpc_port = self.ports[svc]
+            env[f"FXPLAT_{svc.upper()}_REST_PORT"], env[f"FXPLAT_{svc.upper()}_GRPC_PORT"] = str(rest), str(grpc_port)
+        if self.flags_file is not None:
+            env["FXPLAT_FLAGS"] = str(self.flags_file)
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        self._wait_ready()
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
+        for rest_url, grpc_target in self.endpoints.values():
+            self._wait_ready(rest_url, grpc_target)
+
+    def _wait_ready(self, rest_url: str, grpc_target: str) -> None:
         import grpc
         import httpx
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         rest_ok = grpc_ok = False
-        channel = grpc.insecure_channel(self.grpc_target)
+        channel = grpc.insecure_channel(grpc_target)
         try:
             while True:
                 assert self.proc is not None
@@ -171,7 +197,7 @@ class ServerProcess:
                                        f"{_tail(self.log_path)}")
                 if not rest_ok:
                     with contextlib.suppress(httpx.HTTPError):
-                        rest_ok = httpx.get(f"{self.rest_url}/healthz", timeout=1.0).status_code == 200
+                        rest_ok = httpx.get(f"{rest_url}/healthz", timeout=1.0).status_code == 200
                 if rest_ok and not grpc_ok:
                     with contextlib.suppress(grpc.RpcError):
                         resp = health_pb2_grpc.HealthStub(channel).Check(
@@ -369,8 +395,9 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return None if num is None or den in (None, 0) else num / den
 
 
-def _ratios(rows: list[Row], small_bars: int) -> list[dict]:
-    """The four targets (on the rows the issue names), then the same ratios at every size, for information."""
+def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanout_rows: list[dict] = ()) -> list[dict]:
+    """The targets (on the rows the issue names), then the same ratios at every size and the floor and fan-out
+    details, for information."""
     def get(bars: int, variant: str, attr: str) -> float | None:
         r = _find(rows, bars, variant)
         return getattr(r, attr) if r else None
@@ -419,6 +446,26 @@ def _ratios(rows: list[Row], small_bars: int) -> list[dict]:
             f"16-caller calls/s adapter->grpc / adapter->rest, {bars} bars",
             _ratio(get(bars, "adapter -> grpc", "calls_per_s"), get(bars, "adapter -> rest", "calls_per_s")), "x",
             (">=", TARGETS["throughput_grpc_over_rest"]) if small else None)
+
+    floor = {(r["transport"], r["server"]): r for r in floor_rows}
+    for transport, label in (("grpc", "bare grpc.aio"), ("rest", "bare FastAPI/uvicorn")):
+        plat, bare = floor.get((transport, "platform")), floor.get((transport, "floor"))
+        if plat is None or bare is None:
+            continue
+        add(f"{transport}_server_over_floor",
+            f"16-caller calls/s, {transport} server with auth, metrics, logs / {label} floor, {small_bars} bars",
+            _ratio(plat["calls_per_s"], bare["calls_per_s"]), "x", (">=", TARGETS[f"{transport}_server_over_floor"]))
+        add(f"{transport}_server_cpu_floor_share",
+            f"server CPU per call, {label} floor / {transport} server (the capacity share, load-independent)",
+            _ratio(bare["server_cpu_us_per_call"], plat["server_cpu_us_per_call"]), "x", None)
+        add(f"{transport}_server_over_floor_p50", f"sequential p50, {transport} server / {label} floor",
+            _ratio(plat["seq_p50_ms"], bare["seq_p50_ms"]), "x", None)
+    fan = {r["transport"]: r for r in fanout_rows}
+    if "grpc" in fan and "rest" in fan:
+        add("fanout_rest_over_grpc_p50", "RunAnalysis (3 symbols, H1) p50, all hops REST / all hops gRPC",
+            _ratio(fan["rest"]["p50_ms"], fan["grpc"]["p50_ms"]), "x", (">=", TARGETS["fanout_rest_over_grpc_p50"]))
+        add("fanout_throughput_grpc_over_rest", "RunAnalysis 16-caller calls/s, all-gRPC / all-REST",
+            _ratio(fan["grpc"]["calls_per_s"], fan["rest"]["calls_per_s"]), "x", None)
     return targets + info
 
 
@@ -455,6 +502,30 @@ def _print_tables(result: dict) -> None:
         last = r["size"]
     console.print(t)
 
+    if result.get("floor_rows"):
+        ft = Table(title=f"Floor: GetCandles {result['meta']['small_bars']} bars, the platform's server against a bare "
+                         "server sending the same bytes; client processes with thin clients (fxplat.loadgen)",
+                   title_justify="left")
+        for col in ("transport", "server", "seq n", "seq p50", "seq p99", "16c calls/s", "16c p50",
+                    "server CPU µs/call", "errors"):
+            ft.add_column(col, justify="left" if col in ("transport", "server") else "right", no_wrap=True)
+        for r in result["floor_rows"]:
+            ft.add_row(r["transport"], "bare floor" if r["server"] == "floor" else "fxplat", str(r["seq_n"]),
+                       _fmt(r["seq_p50_ms"]), _fmt(r["seq_p99_ms"]),
+                       "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.0f}", _fmt(r["conc_p50_ms"]),
+                       _fmt(r["server_cpu_us_per_call"]), str(r["errors"]))
+        console.print(ft)
+    if result.get("fanout_rows"):
+        ft = Table(title="Fan-out: RunAnalysis (3 symbols, H1, 3 months) end to end through the coordinator; "
+                         "every hop on one transport", title_justify="left")
+        for col in ("hops", "n", "p50", "p99", "16c calls/s", "16c p50", "failed components", "failed analyses"):
+            ft.add_column(col, justify="left" if col == "hops" else "right", no_wrap=True)
+        for r in result["fanout_rows"]:
+            ft.add_row(f"all {r['transport']}", str(r["n"]), _fmt(r["p50_ms"]), _fmt(r["p99_ms"]),
+                       "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.1f}", _fmt(r["conc_p50_ms"]),
+                       str(r["failed_components"]), str(r["failed_analyses"]))
+        console.print(ft)
+
     rt = Table(title="Ratios (targets first)", title_justify="left")
     for col, j in (("ratio", "left"), ("value", "right"), ("target", "right"), ("", "left")):
         rt.add_column(col, justify=j, no_wrap=j == "right")
@@ -477,10 +548,13 @@ def _client_loop() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]
 
 
 def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict:
-    """Start a Market Analysis server in a child process, measure every variant, print the tables, write `json_path`
-    (if given) and return the results."""
+    """Start Market Analysis and, for the fan-out rows, all four services in child processes; measure the adapter
+    rows, the floor rows (bare servers in their own processes) and the fan-out rows; print the tables, write
+    `json_path` (if given) and return the results."""
     import grpc
     import httpx
+
+    from fxplat import bench_fanout, bench_floor
 
     t_start = time.perf_counter()
     sizes = QUICK_SIZES if quick else FULL_SIZES
@@ -490,16 +564,37 @@ def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict
     loop_factory, loop_name = _client_loop()
     with tempfile.TemporaryDirectory(prefix="fxplat-bench-") as tmp:
         workdir = Path(tmp)
+        # Market Analysis alone serves the adapter and floor rows; a second process runs all four services for the
+        # fan-out rows (its flags flip between all-gRPC and all-REST). Both start together. --quick has no fan-out.
+        flags_file = bench_fanout.write_flags(workdir / "stack-flags.yaml", "grpc")
         server = ServerProcess(workdir)
+        stack = None if quick else ServerProcess(workdir, bench_fanout.SERVICES, flags_file=flags_file, name="stack")
         try:
-            log(f"starting the Market Analysis server (REST {server.rest_url}, gRPC {server.grpc_target}) ...")
-            server.start()
-            log(f"server ready after {time.perf_counter() - t_start:.1f} s; client loop {loop_name}; "
+            log(f"starting Market Analysis (REST {server.rest_url}, gRPC {server.grpc_target})"
+                + ("" if stack is None else " and, in another process, all four services") + " ...")
+            for proc in (server, stack):
+                if proc is not None:
+                    proc.launch()
+            for proc in (server, stack):
+                if proc is not None:
+                    proc.wait_ready()
+            log(f"servers ready after {time.perf_counter() - t_start:.1f} s; client loop {loop_name}; "
                 f"{'quick' if quick else 'full'} run")
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 rows = runner.run(_bench(server, workdir, sizes, log))
+                assert server.proc is not None
+                from transport.auth import Signer
+
+                token = Signer(server.auth_secret, "HS256").mint(sub="bench", scopes=["market:read"], ttl_s=3600)
+                floor_rows = bench_floor.run(grpc_target=server.grpc_target, rest_url=server.rest_url, token=token,
+                                             server_pid=server.proc.pid, workdir=workdir, quick=quick,
+                                             concurrency=CONCURRENCY, log=log)
+                fanout_rows = [] if stack is None else runner.run(
+                    bench_fanout.run(stack, flags_file, concurrency=CONCURRENCY, log=log))
         finally:
             server.stop()
+            if stack is not None:
+                stack.stop()
     wall = time.perf_counter() - t_start
     result = {
         "meta": {
@@ -510,7 +605,9 @@ def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict
             "small_bars": sizes[0].bars,
         },
         "rows": [{k: v for k, v in asdict(r).items() if k != "samples_ms"} for r in rows],
-        "ratios": _ratios(rows, sizes[0].bars),
+        "floor_rows": floor_rows,
+        "fanout_rows": fanout_rows,
+        "ratios": _ratios(rows, sizes[0].bars, floor_rows, fanout_rows),
         "targets": TARGETS,
     }
     _print_tables(result)

@@ -4,7 +4,9 @@ wrappers write one `fxplat.calls` line per served call through `call`."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 import time
 from typing import IO
 
@@ -20,13 +22,38 @@ CALLS = logging.getLogger("fxplat.calls")
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
 
+class _CallRecord(logging.LogRecord):
+    """The record of one served call. LogRecord.__init__ splits a source path, looks up the thread and process names
+    and more (about half the cost of a call's log line); here the attributes that never change are set once, so a
+    formatter still finds every standard attribute."""
+
+    _fixed: dict = {}
+
+    def __init__(self, args: tuple, fields: dict) -> None:  # noqa: super().__init__ skipped on purpose (see above)
+        now = time.time()
+        d = self.__dict__
+        if not self._fixed:
+            proto = logging.LogRecord("fxplat.calls", logging.INFO, __file__, 0, "", (), None, "call")
+            type(self)._fixed = {k: v for k, v in proto.__dict__.items()
+                                 if k not in ("created", "msecs", "relativeCreated", "thread", "process", "taskName")}
+        d.update(self._fixed)
+        d["msg"], d["args"], d["created"] = "%s %s/%s %s %.1f ms", args, now
+        d["msecs"] = int((now - int(now)) * 1000) + 0.0
+        d["relativeCreated"] = (now - logging._startTime) * 1000
+        d["thread"], d["process"], d["taskName"] = threading.get_ident(), os.getpid(), None
+        d.update(fields)
+
+
 def call(service: str, method: str, transport: str, code: str, seconds: float, request_id: str, trace_id: str) -> None:
-    """The one log line of a served call."""
+    """The one log line of a served call: every call, errors and successes alike (nothing is sampled).
+
+    The record is built directly and handed to the logger's handlers: `Logger.info` would also walk the stack
+    (findCaller) for fields no formatter here prints. Same fields, about a third of the CPU."""
     if CALLS.isEnabledFor(logging.INFO):
         ms = round(seconds * 1000, 3)
-        CALLS.info("%s %s/%s %s %.1f ms", transport, service, method, code, ms, extra={
+        CALLS.handle(_CallRecord((transport, service, method, code, ms), {
             "service": service, "method": method, "transport": transport, "code": code, "duration_ms": ms,
-            "request_id": request_id, "trace_id": trace_id})
+            "request_id": request_id, "trace_id": trace_id}))
 
 
 class _CallIds(logging.Filter):
@@ -43,10 +70,17 @@ class _CallIds(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, the record's extra fields and, on errors, the traceback."""
 
+    _second, _stamp = -1, ""  # the formatted second of the last record: strftime once a second, not per line
+
     def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-                "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
-        line.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        line = {"ts": f"{self._stamp}.{int(record.msecs):03d}Z", "level": record.levelname.lower(),
+                "logger": record.name, "msg": record.getMessage()}
+        for k, v in record.__dict__.items():
+            if k not in _STANDARD:
+                line[k] = v
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()

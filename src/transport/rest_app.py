@@ -111,6 +111,10 @@ def _code_of(status: int) -> str:
     return "OK" if status < 400 else errors.error_class_for_http(status).code
 
 
+_CALL_HEADERS = {REQUEST_ID_HEADER.encode(): REQUEST_ID_HEADER, context.TIMEOUT_HEADER.encode(): context.TIMEOUT_HEADER,
+                 b"grpc-timeout": "grpc-timeout"}
+
+
 class _CallContext:
     """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request id, deadline budget, metrics, server span and
     log line for every call.
@@ -120,20 +124,33 @@ class _CallContext:
         self.app = app
         self.service = service
         self.in_flight = SERVER_IN_FLIGHT.labels(service, "rest")
+        self._children: dict[tuple[str, str], tuple] = {}  # (method, code) -> bound metric children, made once
+
+    def _count(self, method: str, code: str, elapsed: float) -> None:
+        children = self._children.get((method, code))
+        if children is None:  # routes and codes are finite, so this table is too
+            children = self._children[(method, code)] = (SERVER_REQUESTS.labels(self.service, method, "rest", code),
+                                                         SERVER_LATENCY.labels(self.service, method, "rest"))
+        children[0].inc()
+        children[1].observe(elapsed)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in ops.PATHS:  # probes and scrapes are not calls
             return await self.app(scope, receive, send)
         if ops.refusing(scope):
             return await ops.refuse(scope, receive, send)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # Only the headers this layer reads are decoded (all of them only when tracing needs the carrier).
+        headers = {_CALL_HEADERS[k]: v.decode("latin-1") for k, v in scope["headers"] if k in _CALL_HEADERS}
         rid = headers.get(REQUEST_ID_HEADER) or errors.new_request_id()
         seconds = context.parse_timeout_header(headers.get(context.TIMEOUT_HEADER))
         if seconds is None and "grpc-timeout" in headers:
             seconds = context.parse_grpc_timeout(headers["grpc-timeout"])
         token = context.request_id.set(rid)
-        span = tracing.start_server(self.service, "", "rest", headers,  # named once the route is known
-                                    {"http.request.method": scope["method"], "url.path": scope["path"]})
+        span = None
+        if tracing.enabled():
+            span = tracing.start_server(self.service, "", "rest",  # named once the route is known
+                                        {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+                                        {"http.request.method": scope["method"], "url.path": scope["path"]})
         status = 500
         started = finished = False
         start = time.perf_counter()
@@ -151,11 +168,11 @@ class _CallContext:
             method, code = getattr(route, "name", "") or scope["path"], _code_of(status)
             stream = scope.get("fxplat.stream", False)  # streams count and log themselves (transport.streams)
             if route is not None and not stream:  # unrouted paths (404s) are not RPCs: a path label would grow
-                SERVER_REQUESTS.labels(self.service, method, "rest", code).inc()
-                SERVER_LATENCY.labels(self.service, method, "rest").observe(elapsed)
+                self._count(method, code, elapsed)
             if not stream:
-                logs.call(self.service, method, "rest", code, elapsed, rid, tracing.trace_id(span))
-            tracing.end_server(span, code, method=method, http_status=status)
+                logs.call(self.service, method, "rest", code, elapsed, rid, "" if span is None else tracing.trace_id(span))
+            if span is not None:
+                tracing.end_server(span, code, method=method, http_status=status)
 
         async def send_recording_status(message):
             nonlocal status, started
@@ -166,15 +183,19 @@ class _CallContext:
             await send(message)
 
         self.in_flight.inc()
+        limit = None
         try:
             # The caller stops waiting at its deadline, so the work stops too (as grpc.aio cancels a late handler).
-            async with asyncio.timeout(seconds) as limit:
-                with context.budget(seconds):
+            with context.budget(seconds):
+                if seconds is None:
                     await self.app(scope, receive, send_recording_status)
+                else:
+                    async with asyncio.timeout(seconds) as limit:
+                        await self.app(scope, receive, send_recording_status)
         except Exception as exc:  # answered here, where the request id is still known; never a traceback
             if started:
                 raise
-            if isinstance(exc, TimeoutError) and limit.expired():
+            if isinstance(exc, TimeoutError) and limit is not None and limit.expired():
                 err: E.DomainError = E.DeadlineExceeded(
                     f"deadline of {seconds * 1000:.0f} ms exceeded; the call was abandoned")
             else:

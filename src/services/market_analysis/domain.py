@@ -8,6 +8,8 @@ resampled from its finest imported timeframe; finer timeframes are rejected.
 Returned arrays are contiguous int64/float64 numpy arrays; candle columns are read-only views of cached data (copy
 before modifying). The async methods run their work in a worker thread (`asyncio.to_thread`), so the first request
 for a symbol, which may generate or load data, does not block the event loop; `warm()` pays that cost at startup.
+One exception: a page of at most INLINE_MAX_BARS bars of a symbol and timeframe already served runs on the event loop
+(slicing cached columns takes microseconds, the hop to a thread and back costs more than the work).
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from services.market_analysis.store import ImportedStore, ImportedTimeframe
 
 DEFAULT_SUMMARY_BARS = 500
 _RESAMPLED_CACHE_SIZE = 64
+INLINE_MAX_BARS = 2_000  # pages this small, of data already loaded, are cut on the event loop
 
 
 class MarketAnalysisDomain:
@@ -53,6 +56,9 @@ class MarketAnalysisDomain:
         self._resampled: dict[tuple, CandleSeries] = {}  # imported series resampled, keyed with the store version
         self._lock = threading.Lock()
         self.quotes = QuoteHub(self.replay_source, quotes)  # the live streams (StreamQuotes, WatchCandles)
+        # (symbol, timeframe) served at least once: their data is loaded (cached), so a small page costs microseconds.
+        # After an import the store reloads on first use; that one call may then read it on the event loop.
+        self._loaded: set[tuple[str, object]] = set()
 
     # --- MarketAnalysis --------------------------------------------------------------------------------------------
 
@@ -60,7 +66,12 @@ class MarketAnalysisDomain:
         return await asyncio.to_thread(self.symbols)
 
     async def get_candles(self, query: CandlesQuery) -> CandlePage:
-        return await asyncio.to_thread(self.candle_page, query)
+        key = (query.symbol, query.timeframe)
+        if key in self._loaded and 0 < query.limit <= INLINE_MAX_BARS:
+            return self.candle_page(query)
+        page = await asyncio.to_thread(self.candle_page, query)
+        self._loaded.add(key)
+        return page
 
     async def compute_indicators(self, request: IndicatorRequest) -> IndicatorResult:
         return await asyncio.to_thread(self.indicator_result, request)
