@@ -93,27 +93,52 @@ def up(
     log_format: Annotated[str, typer.Option("--log-format", envvar="FXPLAT_LOG_FORMAT",
                                             help="json, console, or auto: console on a terminal, else json.")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    # --- fleet: processes (fxplat.supervisor) ---
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", envvar="FXPLAT_WORKERS", show_default="1",
+        help="Processes per service, sharing its ports (SO_REUSEPORT): use more cores.")] = None,
+    single_process: Annotated[bool, typer.Option(
+        "--single-process", help="Every service in this one process and event loop (tests, debugging).")] = False,
 ) -> None:
-    """Start the services (all that exist, or --service NAME), each on REST and gRPC. Ctrl-C stops cleanly."""
-    from fxplat import runner
-    from fxplat.catalog import CATALOG
+    """Start the services (all that exist, or --service NAME), each on REST and gRPC, each in processes of its own
+    (a supervisor restarts any that dies). Ctrl-C stops cleanly."""
     from transport.auth import AuthConfig
 
-    names = service or list(CATALOG)
-    unknown = [n for n in names if n not in CATALOG]
+    names = service or list(config.SERVICES)  # (the supervisor never loads the services: no catalog here)
+    unknown = [n for n in names if n not in config.SERVICES]
     if unknown:
-        _fail(f"unknown service {', '.join(unknown)}; available: {', '.join(CATALOG)}")
-    if (rest_port or grpc_port) and len(names) != 1:
+        _fail(f"unknown service {', '.join(unknown)}; available: {', '.join(config.SERVICES)}")
+    explicit = rest_port is not None or grpc_port is not None  # 0 asks for a free port
+    if explicit and len(names) != 1:
         _fail("--rest-port/--grpc-port need exactly one --service")
-    names = [n for n in CATALOG if n in names]  # dependencies first
-    ports = {names[0]: (rest_port or config.ports(names[0])[0], grpc_port or config.ports(names[0])[1])} \
-        if (rest_port or grpc_port) else None
+    names = [n for n in config.SERVICES if n in names]  # dependencies first
+    defaults = config.ports(names[0])
+    ports = {names[0]: (defaults[0] if rest_port is None else rest_port,
+                        defaults[1] if grpc_port is None else grpc_port)} if explicit else None
     _observability(log_format, verbose, names)
     path = config.data_dir(data_dir)
     try:
+        # In dev mode this writes the secret file once, before any child reads it.
         auth_config, tls = AuthConfig.from_env(auth).for_serving(path), config.server_tls()
-    except ValueError as exc:  # auth or TLS misconfigured: say what to set
+        n_workers = config.workers(workers)
+    except ValueError as exc:  # auth, TLS or workers misconfigured: say what to set
         _fail(str(exc))
+    if single_process and n_workers > 1:
+        _fail("--workers needs the supervisor: drop --single-process")
+    if not single_process:
+        from fxplat.supervisor import Supervisor, run as supervise
+
+        child_args = ["--data-dir", str(path), "--log-format", log_format] + (["--flags", str(flags)] if flags else []) \
+            + (["--auth", auth] if auth else []) + (["--verbose"] if verbose else [])
+        all_ports = {n: config.ports(n) for n in names} | (ports or {})
+        try:
+            status = supervise(Supervisor(names, host, all_ports, workers=n_workers, grpc_enabled=not no_grpc,
+                                          child_args=child_args))
+        except OSError as exc:
+            _fail(str(exc))
+        raise typer.Exit(status)
+    from fxplat import runner
+
     try:
         asyncio.run(runner.serve(names, host=host, data_dir=path, flags=_flags(flags), auth=auth_config, tls=tls,
                                  grpc_enabled=not no_grpc, ports=ports))

@@ -131,12 +131,13 @@ def service_handler(full_name: str, methods: Sequence[GrpcMethod],
 
 async def create_server(
     host: str, port: int, services: dict[str, grpc.GenericRpcHandler],
-    credentials: grpc.ServerCredentials | None = None,
+    credentials: grpc.ServerCredentials | None = None, *, reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build and start a grpc.aio server for `services` (full name -> handler) with health and reflection, over TLS
     when `credentials` are given. Returns the server, the bound port (useful with port 0) and the health servicer
-    (for graceful shutdown)."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    (for graceful shutdown). `reuse_port`: worker processes share the port (SO_REUSEPORT); grpc sets it by default on
+    Linux, which would let a second server take the port silently, so it is off unless asked for."""
+    server = grpc.aio.server(options=[*SERVER_OPTIONS, ("grpc.so_reuseport", int(reuse_port))])
     server.add_generic_rpc_handlers(list(services.values()))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
