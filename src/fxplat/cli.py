@@ -19,6 +19,9 @@ app.add_typer(data_app, name="data")
 flags_app = typer.Typer(help="Show and edit the transport flags (flags.yaml; running services follow within ~1 s).",
                         no_args_is_help=True)
 app.add_typer(flags_app, name="flags")
+db_app = typer.Typer(help="The stores' database: DATABASE_URL (PostgreSQL), else SQLite files in the data directory.",
+                      no_args_is_help=True)
+app.add_typer(db_app, name="db")
 canary_app = typer.Typer(help="Compare the transports on live traffic (shadow calls) and decide a rollout.",
                          no_args_is_help=True)
 app.add_typer(canary_app, name="canary")
@@ -123,6 +126,10 @@ def up(
         n_workers = config.workers(workers)
     except ValueError as exc:  # auth, TLS or workers misconfigured: say what to set
         _fail(str(exc))
+    if auth_config.mode == "dev" and auth_config.secret_file and os.environ.get("DATABASE_URL"):
+        typer.secho(f"warning: DATABASE_URL says replicas share state, but dev auth signs with {auth_config.secret_file}, "
+                    "private to this data directory: give every replica the same FXPLAT_AUTH_SECRET", fg="yellow",
+                    err=True)
     if single_process and n_workers > 1:
         _fail("--workers needs the supervisor: drop --single-process")
     if not single_process:
@@ -408,6 +415,25 @@ def canary_report(
         typer.echo(json.dumps(cr.to_json(rows, since), indent=2))
     else:
         cr.print_report(rows, since)
+
+
+# --- fleet: the shared database ---
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None) -> None:
+    """Create or upgrade every store's tables (market data, backtests, analyses, canary comparisons). Safe to run
+    while replicas serve and from several places at once: upgrades take turns under a lock, and a second run finds
+    nothing to do. Services do it on first use too; run it first in a deployment."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from fxplat import db
+
+    try:
+        done = db.upgrade(config.data_dir(data_dir))
+    except (SQLAlchemyError, ImportError, OSError) as exc:
+        _fail(f"cannot upgrade the database: {str(exc).splitlines()[0]}", code=1)
+    for item in done:
+        change = f"version {item.before} -> {item.after}" if item.after != item.before else f"at version {item.after}"
+        typer.echo(f"{item.component:<20} {change:<20} {item.database}")
 
 
 def main() -> None:  # pragma: no cover

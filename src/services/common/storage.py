@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from services.common import schema
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.market_types import utc
 
@@ -40,6 +41,14 @@ def async_url(url: str) -> str:
         hide_password=False)
 
 
+def sync_url(url: str) -> str:
+    """`url` with a synchronous driver (sqlite3, psycopg), for code that runs in threads rather than the loop."""
+    parsed = make_url(url)
+    driver = parsed.drivername.split("+")[0]
+    return parsed.set(drivername={"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg"}.get(
+        driver, driver)).render_as_string(hide_password=False)
+
+
 class UtcDateTime(TypeDecorator):
     """Aware UTC datetimes, stored naive in UTC so SQLite and PostgreSQL compare them the same way."""
 
@@ -54,11 +63,13 @@ class UtcDateTime(TypeDecorator):
 
 
 class Database:
-    """An async engine whose tables (`metadata`) are created on first use."""
+    """An async engine whose tables (`metadata`) are created or upgraded on first use (services.common.schema: safe
+    from several replicas at once; `fxplat db upgrade` does the same up front). The component is named after its
+    first table unless `component` says otherwise."""
 
-    def __init__(self, url: str, metadata: MetaData) -> None:
+    def __init__(self, url: str, metadata: MetaData | schema.Component) -> None:
         self.engine: AsyncEngine = create_async_engine(async_url(url))
-        self._metadata = metadata
+        self.component = schema.component(metadata)
         self._ready = False
         self._lock = asyncio.Lock()
 
@@ -67,7 +78,7 @@ class Database:
             async with self._lock:
                 if not self._ready:
                     async with self.engine.begin() as conn:
-                        await conn.run_sync(self._metadata.create_all)
+                        await conn.run_sync(schema.upgrade, self.component)
                     self._ready = True
         return self.engine
 
