@@ -299,9 +299,18 @@ def status(
 def bench(
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows and ratios to this file.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer sizes and iterations (a smoke run, ~15 s).")] = False,
+    # --- fleet: worker processes ---
+    workers: Annotated[bool, typer.Option(
+        "--workers", help="Instead: throughput of fxplat up --workers 2 vs 1 on gRPC and REST, with server CPU per "
+                          "call and the load generator's CPU (~2 min).")] = False,
 ) -> None:
     """Benchmark REST vs gRPC through the adapters, and the adapter vs a raw stub, against a Market Analysis server
     started in a separate process; prints p50/p99, 16-caller throughput and the ratios with their targets (~1 min)."""
+    if workers:
+        from fxplat.bench_workers import run_workers_bench
+
+        run_workers_bench(json_path=json_file, quick=quick, log=lambda line: typer.echo(line, err=True))
+        return
     from fxplat.bench import run_bench
 
     run_bench(json_path=json_file, quick=quick, log=lambda line: typer.echo(line, err=True))

@@ -38,10 +38,11 @@ WORKER_ENV = "FXPLAT_WORKER"  # "<service>/<index>": which worker a child is, st
 SUPERVISOR_PID_ENV = "FXPLAT_SUPERVISOR_PID"
 REUSE_PORT_ENV = "FXPLAT_REUSE_PORT"  # "1": bind with SO_REUSEPORT (several workers on one port)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-START_TIMEOUT_S = 120.0  # a child that is not ready by then is a failed start
+START_TIMEOUT_S = 300.0  # a child not ready by then is a failed start (imports and warm-up on a busy box)
 RESTART_MIN_S, RESTART_MAX_S = 0.5, 30.0  # the pause before a restart doubles with each quick death, up to the max
 STABLE_S = 30.0  # a child that served this long before dying restarts after the shortest pause again
-STOP_MARGIN_S = 10.0  # beyond drain delay + grace, before a child that does not stop is killed
+STOP_MARGIN_S = 30.0  # beyond drain delay + grace, before a child that does not stop is killed (its exit after
+# "stopped" closes the shadow worker and clients: seconds on a busy box)
 
 
 def child_setup() -> None:
