@@ -182,6 +182,7 @@ class Supervisor:
         (so dependents reach it there), SO_REUSEPORT and the metrics directory for several workers."""
         env = dict(os.environ)
         env.pop(READY_FD_ENV, None)
+        env.pop("FXPLAT_WORKERS", None)  # a child is one worker (its --single-process refuses more)
         env["FXPLAT_HOST"] = self.host
         env[SUPERVISOR_PID_ENV] = str(os.getpid())
         hold = self.workers > 1

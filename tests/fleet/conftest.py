@@ -129,6 +129,9 @@ class Fleet:
     haproxy: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)
 
+    def wait_in_rotation(self, replica: Replica, timeout_s: float = 60.0) -> None:
+        wait_in_rotation(self, replica, timeout_s)
+
     def all(self) -> list[Replica]:
         return [r for replicas in self.replicas.values() for r in replicas]
 
@@ -146,17 +149,44 @@ class Fleet:
                 time.sleep(0.3)
 
 
+def _server_states(fleet: Fleet) -> dict[tuple[str, str], str]:
+    """(backend, server) -> HAProxy's status (UP, DOWN, ...), from its stats socket."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(fleet.workdir / "haproxy.sock"))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    rows = [line.split(",") for line in data.decode().splitlines() if line and not line.startswith("#")]
+    return {(r[0], r[1]): r[17] for r in rows if len(r) > 17 and r[1] not in ("FRONTEND", "BACKEND")}
+
+
+def wait_in_rotation(fleet: Fleet, replica: "Replica", timeout_s: float = 60.0) -> None:
+    """Until HAProxy sends `replica` traffic again on both transports."""
+    letter = "ab"[fleet.replicas[replica.service].index(replica)]
+    keys = [(f"{replica.service}_{t}", letter) for t in ("rest", "grpc")]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = _server_states(fleet)
+        if all(states.get(k, "").startswith("UP") for k in keys):
+            return
+        assert time.monotonic() < deadline, f"HAProxy has not put {replica} back: {[states.get(k) for k in keys]}"
+        time.sleep(0.25)
+
+
 def _haproxy_config(fleet: Fleet) -> str:
-    lines = ["global", "    maxconn 4000", "defaults", "    mode http", "    timeout connect 2s",
+    lines = ["global", "    maxconn 4000", f"    stats socket {fleet.workdir}/haproxy.sock mode 600 level admin",
+             "defaults", "    mode http", "    timeout connect 2s",
              "    timeout client 60s", "    timeout server 60s", "    timeout http-request 10s", "    retries 3",
-             "    option redispatch"]
+             "    option redispatch", "    timeout check 3s"]
     for service, (rest, grpc) in fleet.front.items():
         # REST: HTTP/1.1 both sides. A replica whose /readyz answers 503 (draining) leaves within one check; a
         # connection refused or closed without an answer is retried on the other replica.
         lines += [f"frontend {service}_rest", f"    bind {BALANCER}:{rest}", f"    default_backend {service}_rest",
                   f"backend {service}_rest", "    balance roundrobin", "    option httpchk GET /readyz",
                   "    http-check expect status 200", "    retry-on conn-failure empty-response 503",
-                  "    default-server inter 250ms fall 1 rise 2"]
+                  "    default-server inter 500ms fall 3 rise 2"]
         lines += [f"    server {chr(97 + i)} {r.host}:{r.rest_port} check" for i, r in enumerate(fleet.replicas[service])]
         # gRPC: h2 both sides, balanced per call (stream). HAProxy 2.6 cannot send a gRPC health check (a binary
         # request, the answer in trailers), so the check is the same process's /readyz, on its REST port: it turns
@@ -164,7 +194,7 @@ def _haproxy_config(fleet: Fleet) -> str:
         lines += [f"frontend {service}_grpc", f"    bind {BALANCER}:{grpc} proto h2",
                   f"    default_backend {service}_grpc", f"backend {service}_grpc", "    balance roundrobin",
                   "    option httpchk GET /readyz", "    http-check expect status 200",
-                  "    retry-on conn-failure empty-response", "    default-server inter 250ms fall 1 rise 2"]
+                  "    retry-on conn-failure empty-response", "    default-server inter 500ms fall 3 rise 2"]
         lines += [f"    server {chr(97 + i)} {r.host}:{r.grpc_port} proto h2 check port {r.rest_port} check-proto h1"
                   for i, r in enumerate(fleet.replicas[service])]
     return "\n".join(lines) + "\n"
@@ -205,6 +235,8 @@ def fleet(tmp_path_factory):
         fleet.haproxy = subprocess.Popen([haproxy, "-db", "-f", str(workdir / "haproxy.cfg")],
                                          stdout=open(workdir / "haproxy.log", "wb"), stderr=subprocess.STDOUT)
         fleet.wait_balanced()
+        for replica in fleet.all():
+            wait_in_rotation(fleet, replica)
         yield fleet
     finally:
         for replica in fleet.all():

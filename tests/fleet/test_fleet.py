@@ -204,7 +204,8 @@ async def test_rolling_restart_under_load_loses_no_call(fleet_env):
                 r.start()
             for r in replicas:
                 await asyncio.to_thread(r.wait_ready)
-            await asyncio.sleep(1.5)  # HAProxy's checks (rise 2 x 250 ms) put the new replicas back in rotation
+            for r in replicas:  # HAProxy's checks put the new replicas back before the other ones go
+                await asyncio.to_thread(fleet.wait_in_rotation, r)
         calls_at_end = load.calls
     assert not load.failures, f"{len(load.failures)} of {load.calls} calls failed: {load.failures[:10]}"
     unclean = {name: log for name, (code, log) in stopped.items() if code != 0}
@@ -228,6 +229,7 @@ async def test_a_replica_killed_under_load_loses_no_call(fleet_env):
         await _until(lambda: load.calls >= mark + 300, 120, "calls after the kill")
         # The supervisors replace the killed processes; the fleet is whole again.
         for victim in victims:
-            await _until(lambda v=victim: bool(set(v.service_pids()) - set(killed)) and v.ready(), 180,
+            await _until(lambda v=victim: bool(set(v.service_pids()) - set(killed)) and v.ready(), 400,
                          f"a restarted {victim}")
+            await asyncio.to_thread(fleet.wait_in_rotation, victim)
     assert not load.failures, f"{len(load.failures)} of {load.calls} calls failed: {load.failures[:10]}"
