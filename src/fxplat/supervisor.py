@@ -141,10 +141,6 @@ class Supervisor:
     _metrics_dir: str | None = None
     _own_metrics_dir: bool = True
 
-    def pids(self, service: str) -> list[int]:
-        """The process ids of `service`'s running workers."""
-        return [c.proc.pid for c in self._children.get(service, []) if c.proc and c.proc.returncode is None]
-
     async def run(self) -> int:
         """Start everything, serve until SIGTERM/SIGINT, stop; 0 after a clean stop, 1 when a start failed."""
         self._stop = asyncio.Event()

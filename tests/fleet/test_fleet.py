@@ -22,6 +22,7 @@ from fxplat import calls
 from fxplat.credentials import client_factory
 from services.backtesting.models import BacktestRequest, ListBacktestsQuery
 from services.causal_analysis.models import LeadLagRequest, SymbolPair
+from services.common.errors import Unavailable
 from services.common.market_types import TimeRange, Timeframe
 from services.market_analysis.models import CandlesQuery
 from services.analysis_coordinator.models import ListAnalysesQuery
@@ -72,6 +73,18 @@ def _served(replica, transport: str) -> float:
         rf'transport="{transport}"\}} (\S+)$', text, re.M))
 
 
+async def _call(service: str, method: str, request: dict, transport: str, flags: Flags):
+    """One RPC forced onto `transport` (no fallback). Each call opens a new connection; on a starved box a connect
+    can time out before the balancer is even reached, so a refused or timed-out connect is tried again (twice)."""
+    for attempt in range(3):
+        try:
+            return await calls.call(service, method, json.dumps(request), transport=transport, flags=flags)
+        except Unavailable as exc:
+            if attempt == 2 or "connect" not in exc.message:
+                raise
+            await asyncio.sleep(1)
+
+
 @pytest.mark.parametrize("transport", ["grpc", "rest"])
 async def test_every_rpc_through_the_balancer(fleet_env, transport):
     fleet = fleet_env
@@ -84,8 +97,7 @@ async def test_every_rpc_through_the_balancer(fleet_env, transport):
             for service in config.SERVICES:
                 for method in _examples()[service]:
                     request = _examples(ids.get("backtest", ""), ids.get("analysis", ""))[service][method]
-                    result, record = await calls.call(service, method, json.dumps(request), transport=transport,
-                                                      flags=flags)
+                    result, record = await _call(service, method, request, transport, flags)
                     assert record.transport == transport and not record.fell_back, (service, method, record)
                     if method == "RunBacktest":
                         ids["backtest"] = result["backtest"]["summary"]["id"]

@@ -64,8 +64,8 @@ class UtcDateTime(TypeDecorator):
 
 class Database:
     """An async engine whose tables (`metadata`) are created or upgraded on first use (services.common.schema: safe
-    from several replicas at once; `fxplat db upgrade` does the same up front). The component is named after its
-    first table unless `component` says otherwise."""
+    from several replicas at once; `fxplat db upgrade` does the same up front). A bare MetaData is a component named
+    after its first table."""
 
     def __init__(self, url: str, metadata: MetaData | schema.Component) -> None:
         self.engine: AsyncEngine = create_async_engine(async_url(url))
