@@ -10,11 +10,9 @@ per-call CPU would give on a node whose cores serve only the service.
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
 import multiprocessing
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -93,8 +91,10 @@ class _Server:
         return self
 
     def pids(self) -> list[int]:
-        return sorted(int(re.search(r"counter_(\d+)\.db", f).group(1))
-                      for f in glob.glob(f"{self.metrics_dir}/counter_*.db"))
+        """The worker processes (the supervisor's children)."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-f", "single-process"], capture_output=True,
+                             text=True).stdout
+        return sorted(int(p) for p in out.split())
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -161,12 +161,14 @@ def _measure(server: _Server, transport: str, seconds: float, pool) -> Run:
 
     target = f"127.0.0.1:{server.grpc_port}" if transport == "grpc" else f"http://127.0.0.1:{server.rest_port}"
     pids = server.pids()
-    served_before = {pid: per_process(str(server.metrics_dir), pid) for pid in pids}
+    multiprocess = server.workers > 1  # one worker keeps its metrics in memory: all calls are its own
+    served_before = {pid: per_process(str(server.metrics_dir), pid) if multiprocess else 0.0 for pid in pids}
     cpu_before = {pid: _cpu_seconds(pid) for pid in pids}
     start = time.monotonic()
     results = pool.starmap(_client, [(transport, target, seconds, TASKS_PER_PROCESS)] * CLIENT_PROCESSES)
     elapsed = time.monotonic() - start
-    served = {pid: per_process(str(server.metrics_dir), pid) - served_before[pid] for pid in pids}
+    served = {pid: (per_process(str(server.metrics_dir), pid) if multiprocess else 1.0) - served_before[pid]
+              for pid in pids}
     run = Run(transport, server.workers, elapsed, sum(r[0] for r in results), sum(r[1] for r in results),
               sum(_cpu_seconds(pid) - cpu_before[pid] for pid in pids), sum(r[2] for r in results))
     total = sum(served.values()) or 1
