@@ -174,12 +174,10 @@ def _measure(server: _Server, transport: str, seconds: float, pool) -> Run:
     multiprocess = server.workers > 1  # one worker keeps its metrics in memory: all calls are its own
     served_before = {pid: per_process(str(server.metrics_dir), pid) if multiprocess else 0.0 for pid in pids}
     cpu_before = {pid: _cpu_seconds(pid) for pid in pids}
-    start = time.monotonic()
     results = pool.starmap(_client, [(transport, target, seconds, TASKS_PER_PROCESS)] * CLIENT_PROCESSES)
-    elapsed = time.monotonic() - start
     served = {pid: (per_process(str(server.metrics_dir), pid) if multiprocess else 1.0) - served_before[pid]
               for pid in pids}
-    run = Run(transport, server.workers, elapsed, sum(r[0] for r in results), sum(r[1] for r in results),
+    run = Run(transport, server.workers, seconds, sum(r[0] for r in results), sum(r[1] for r in results),
               sum(_cpu_seconds(pid) - cpu_before[pid] for pid in pids), sum(r[2] for r in results))
     total = sum(served.values()) or 1
     run.shares = [served[pid] / total for pid in pids]
