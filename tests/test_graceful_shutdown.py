@@ -68,7 +68,7 @@ async def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(tmp
     http = httpx.AsyncClient(base_url=url["analysis_coordinator"], timeout=30)
     try:
         async with httpx.AsyncClient(timeout=1) as probe:
-            for _ in range(300):  # bounded: 30 s for four services to come up on both transports
+            for _ in range(1200):  # bounded: 120 s for four service processes to start (a busy box: minutes)
                 assert proc.poll() is None, log_path.read_text()
                 try:
                     if all([(await probe.get(f"{u}/healthz")).status_code == 200 for u in url.values()] +

@@ -72,7 +72,8 @@ def two_workers(tmp_path):
 
 async def _grpc_calls(target: str) -> None:
     async def one_connection() -> None:
-        async with grpc.aio.insecure_channel(target) as channel:
+        # A local subchannel pool: a connection of its own (channels in one process share one by default).
+        async with grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
             stub = pb_grpc.MarketAnalysisServiceStub(channel)
             for _ in range(CALLS_PER_CONNECTION):
                 await stub.ListSymbols(pb.ListSymbolsRequest(), timeout=30)
