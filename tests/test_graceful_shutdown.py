@@ -50,6 +50,7 @@ async def in_flight(http: httpx.AsyncClient) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # four service processes start one after another under the supervisor
 async def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(tmp_path):
     ports = dict(zip(SERVICES, zip(*[iter(free_ports(2 * len(SERVICES)))] * 2)))
     flags = tmp_path / "flags.yaml"
