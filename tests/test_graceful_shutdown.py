@@ -63,8 +63,10 @@ async def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(tmp
     target = {name: f"127.0.0.1:{grpc_port}" for name, (_, grpc_port) in ports.items()}
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([FXPLAT, "up", "--data-dir", str(tmp_path / "data")], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # --single-process: this is the runner's stop order (every service NOT_SERVING first); the supervisor stops
+        # service processes callers first (tests/test_workers.py checks its SIGTERM).
+        proc = subprocess.Popen([FXPLAT, "up", "--single-process", "--data-dir", str(tmp_path / "data")], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     channels = {name: grpc.aio.insecure_channel(target[name]) for name in SERVICES}
     http = httpx.AsyncClient(base_url=url["analysis_coordinator"], timeout=30)
     try:
