@@ -38,26 +38,8 @@ free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0
 random_hex() { "$PYTHON" -c 'import secrets; print(secrets.token_hex(16))'; }
 
 # --- PostgreSQL (Debian's packages) ----------------------------------------------------------------------------------
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
-PG_BIN=$(pg_bin)
-if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/pg_ctl" ]; then
-  [ "$(id -u)" = 0 ] || die "PostgreSQL is not installed and installing it needs root: apt-get install postgresql"
-  say "installing PostgreSQL (apt-get install postgresql)"
-  apt-get update -qq || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null \
-    || die "apt-get install postgresql failed"
-  PG_BIN=$(pg_bin)
-  [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] || die "postgresql installed, but no initdb under /usr/lib/postgresql/*/bin"
-fi
-say "PostgreSQL: $("$PG_BIN/postgres" --version)"
-
-# PostgreSQL refuses to run as root: as root, the cluster belongs to the `postgres` system user (the package makes it).
-if [ "$(id -u)" = 0 ]; then
-  id postgres >/dev/null 2>&1 || die "running as root, but there is no 'postgres' user to own the cluster"
-  as_pg() { runuser -u postgres -- "$@"; }
-else
-  as_pg() { "$@"; }
-fi
+. scripts/lib/postgres.sh
+pg_install
 
 # --- unleash-server (npm), cached outside the tracked files --------------------------------------------------------
 installed_version() {
@@ -82,9 +64,7 @@ say "unleash-server $(installed_version), node $(node --version) ($(elapsed))"
 
 # --- start both, always clean up -------------------------------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fxplat-unleash.XXXXXX")
-PGDATA=$WORK/pgdata
 UNLEASH_PID=""
-PG_STARTED=""
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
@@ -93,13 +73,10 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$UNLEASH_PID" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$UNLEASH_PID" 2>/dev/null || true
   fi
-  if [ -n "$PG_STARTED" ]; then
-    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
+  pg_stop
   if [ "$status" != 0 ]; then
-    for log in "$WORK/unleash.log" "$WORK/postgres.log"; do
-      [ -s "$log" ] && { echo "--- last lines of $(basename "$log")" >&2; tail -n 40 "$log" >&2; }
-    done
+    [ -s "$WORK/unleash.log" ] && { echo "--- last lines of unleash.log" >&2; tail -n 40 "$WORK/unleash.log" >&2; }
+    pg_log_tail
   fi
   rm -rf "$WORK"
   say "servers stopped, $WORK removed (exit $status, $(elapsed) in all)"
@@ -109,19 +86,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-chmod 755 "$WORK"
-[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
-PG_PORT=$(free_port)
-as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$WORK/initdb.log" 2>&1 \
-  || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-# Loopback TCP only (the socket lives in the throwaway directory); durability is worthless for a throwaway cluster.
-as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 start \
-  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories=$WORK -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-  >/dev/null || die "PostgreSQL did not start (log: $WORK/postgres.log)"
-PG_STARTED=1
-as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres unleash || die "createdb unleash failed"
+pg_start "$WORK"
+pg_createdb unleash
 # The same cluster also holds fxplat's own tables: backtests and analyses on PostgreSQL (DATABASE_URL), with asyncpg.
-as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres fxplat || die "createdb fxplat failed"
+pg_createdb fxplat
 "$PYTHON" -m pip install -q -e ".[postgres]" || die "pip install of the postgres extra (asyncpg) failed"
 export FXPLAT_TEST_POSTGRES_URL="postgresql://postgres@127.0.0.1:$PG_PORT/fxplat"
 say "PostgreSQL on 127.0.0.1:$PG_PORT ($(elapsed))"

@@ -50,6 +50,7 @@ async def in_flight(http: httpx.AsyncClient) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # four service processes start one after another under the supervisor
 async def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(tmp_path):
     ports = dict(zip(SERVICES, zip(*[iter(free_ports(2 * len(SERVICES)))] * 2)))
     flags = tmp_path / "flags.yaml"
@@ -62,13 +63,15 @@ async def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(tmp
     target = {name: f"127.0.0.1:{grpc_port}" for name, (_, grpc_port) in ports.items()}
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([FXPLAT, "up", "--data-dir", str(tmp_path / "data")], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # --single-process: this is the runner's stop order (every service NOT_SERVING first); the supervisor stops
+        # service processes callers first (tests/test_workers.py checks its SIGTERM).
+        proc = subprocess.Popen([FXPLAT, "up", "--single-process", "--data-dir", str(tmp_path / "data")], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     channels = {name: grpc.aio.insecure_channel(target[name]) for name in SERVICES}
     http = httpx.AsyncClient(base_url=url["analysis_coordinator"], timeout=30)
     try:
         async with httpx.AsyncClient(timeout=1) as probe:
-            for _ in range(300):  # bounded: 30 s for four services to come up on both transports
+            for _ in range(1200):  # bounded: 120 s for four service processes to start (a busy box: minutes)
                 assert proc.poll() is None, log_path.read_text()
                 try:
                     if all([(await probe.get(f"{u}/healthz")).status_code == 200 for u in url.values()] +

@@ -19,6 +19,9 @@ app.add_typer(data_app, name="data")
 flags_app = typer.Typer(help="Show and edit the transport flags (flags.yaml; running services follow within ~1 s).",
                         no_args_is_help=True)
 app.add_typer(flags_app, name="flags")
+db_app = typer.Typer(help="The stores' database: DATABASE_URL (PostgreSQL), else SQLite files in the data directory.",
+                      no_args_is_help=True)
+app.add_typer(db_app, name="db")
 canary_app = typer.Typer(help="Compare the transports on live traffic (shadow calls) and decide a rollout.",
                          no_args_is_help=True)
 app.add_typer(canary_app, name="canary")
@@ -93,40 +96,70 @@ def up(
     log_format: Annotated[str, typer.Option("--log-format", envvar="FXPLAT_LOG_FORMAT",
                                             help="json, console, or auto: console on a terminal, else json.")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-    # resilience (issue 11): the drain on SIGTERM
+    # the drain on SIGTERM (transport.config)
     drain_delay: Annotated[Optional[float], typer.Option(
         "--drain-delay", help="On SIGTERM: seconds to keep serving while reporting not ready / NOT_SERVING, for load "
         "balancers to notice (FXPLAT_DRAIN_DELAY_S; default 0).", show_default=False)] = None,
     grace: Annotated[Optional[float], typer.Option(
         "--grace", help="Then: seconds calls in flight get to finish while new ones are refused (FXPLAT_GRACE_S; "
         "default 5).", show_default=False)] = None,
+    # processes (fxplat.supervisor)
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", envvar="FXPLAT_WORKERS", show_default="1",
+        help="Processes per service, sharing its ports (SO_REUSEPORT): use more cores.")] = None,
+    single_process: Annotated[bool, typer.Option(
+        "--single-process", help="Every service in this one process and event loop (tests, debugging).")] = False,
 ) -> None:
-    """Start the services (all that exist, or --service NAME), each on REST and gRPC. Ctrl-C / SIGTERM drains and
-    stops cleanly (exit 0)."""
-    from fxplat import runner
-    from fxplat.catalog import CATALOG
+    """Start the services (all that exist, or --service NAME), each on REST and gRPC, each in processes of its own
+    (a supervisor restarts any that dies). Ctrl-C / SIGTERM drains and stops cleanly (exit 0)."""
     from transport.auth import AuthConfig
 
-    names = service or list(CATALOG)
-    unknown = [n for n in names if n not in CATALOG]
+    names = service or list(config.SERVICES)  # (the supervisor never loads the services: no catalog here)
+    unknown = [n for n in names if n not in config.SERVICES]
     if unknown:
-        _fail(f"unknown service {', '.join(unknown)}; available: {', '.join(CATALOG)}")
-    if (rest_port or grpc_port) and len(names) != 1:
+        _fail(f"unknown service {', '.join(unknown)}; available: {', '.join(config.SERVICES)}")
+    explicit = rest_port is not None or grpc_port is not None  # 0 asks for a free port
+    if explicit and len(names) != 1:
         _fail("--rest-port/--grpc-port need exactly one --service")
-    names = [n for n in CATALOG if n in names]  # dependencies first
-    ports = {names[0]: (rest_port or config.ports(names[0])[0], grpc_port or config.ports(names[0])[1])} \
-        if (rest_port or grpc_port) else None
+    names = [n for n in config.SERVICES if n in names]  # dependencies first
+    defaults = config.ports(names[0])
+    ports = {names[0]: (defaults[0] if rest_port is None else rest_port,
+                        defaults[1] if grpc_port is None else grpc_port)} if explicit else None
     _observability(log_format, verbose, names)
     path = config.data_dir(data_dir)
     try:
+        # In dev mode this writes the secret file once, before any child reads it.
         auth_config, tls = AuthConfig.from_env(auth).for_serving(path), config.server_tls()
+        n_workers = config.workers(workers)
         drain_delay = config.drain_delay_s() if drain_delay is None else drain_delay
         grace = config.grace_s() if grace is None else grace
         config.max_connection_age_s()
-    except ValueError as exc:  # auth, TLS or drain settings misconfigured: say what to set
+    except ValueError as exc:  # auth, TLS, workers or drain settings misconfigured: say what to set
         _fail(str(exc))
     if drain_delay < 0 or grace < 0:
         _fail("--drain-delay and --grace must be >= 0 seconds")
+    if auth_config.mode == "dev" and auth_config.secret_file and os.environ.get("DATABASE_URL"):
+        typer.secho(f"warning: DATABASE_URL says replicas share state, but dev auth signs with {auth_config.secret_file}, "
+                    "private to this data directory: give every replica the same FXPLAT_AUTH_SECRET", fg="yellow",
+                    err=True)
+    if single_process and n_workers > 1:
+        _fail("--workers needs the supervisor: drop --single-process")
+    if not single_process:
+        # Children (and the supervisor's own kill limit) read the drain settings from the environment.
+        os.environ["FXPLAT_DRAIN_DELAY_S"], os.environ["FXPLAT_GRACE_S"] = str(drain_delay), str(grace)
+        from fxplat.supervisor import Supervisor, run as supervise
+
+        child_args = ["--data-dir", str(path), "--log-format", log_format] + (["--flags", str(flags)] if flags else []) \
+            + (["--auth", auth] if auth else []) + (["--verbose"] if verbose else [])
+        all_ports = {n: config.ports(n) for n in names} | (ports or {})
+        try:
+            status = supervise(Supervisor(names, host, all_ports, workers=n_workers, grpc_enabled=not no_grpc,
+                                          child_args=child_args))
+        except OSError as exc:
+            _fail(str(exc))
+        raise typer.Exit(status)
+    from fxplat import runner
+
     try:
         asyncio.run(runner.serve(names, host=host, data_dir=path, flags=_flags(flags), auth=auth_config, tls=tls,
                                  grpc_enabled=not no_grpc, ports=ports, grace=grace, drain_delay=drain_delay))
@@ -321,6 +354,10 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer sizes and iterations (a smoke run, ~15 s).")] = False,
     streams: Annotated[bool, typer.Option("--streams", help="Instead: live quotes, gRPC stream vs SSE, 1 and 100 "
                                                             "subscribers: quotes/s and server CPU per quote.")] = False,
+    # worker processes (fxplat.bench_workers)
+    workers: Annotated[bool, typer.Option(
+        "--workers", help="Instead: throughput of fxplat up --workers 2 vs 1 on gRPC and REST, with server CPU per "
+                          "call and the load generator's CPU (~2 min).")] = False,
 ) -> None:
     """Benchmark REST vs gRPC through the adapters, and the adapter vs a raw stub, against a Market Analysis server
     started in a separate process; prints p50/p99, 16-caller throughput and the ratios with their targets (~1 min)."""
@@ -328,6 +365,11 @@ def bench(
         from fxplat.bench_streams import run_stream_bench
 
         run_stream_bench(json_path=json_file, quick=quick, log=lambda line: typer.echo(line, err=True))
+        return
+    if workers:
+        from fxplat.bench_workers import run_workers_bench
+
+        run_workers_bench(json_path=json_file, quick=quick, log=lambda line: typer.echo(line, err=True))
         return
     from fxplat.bench import run_bench
 
@@ -442,6 +484,25 @@ def canary_report(
         typer.echo(json.dumps(cr.to_json(rows, since), indent=2))
     else:
         cr.print_report(rows, since)
+
+
+# --- fleet: the shared database ---
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None) -> None:
+    """Create or upgrade every store's tables (market data, backtests, analyses, canary comparisons). Safe to run
+    while replicas serve and from several places at once: upgrades take turns under a lock, and a second run finds
+    nothing to do. Services do it on first use too; run it first in a deployment."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from fxplat import db
+
+    try:
+        done = db.upgrade(config.data_dir(data_dir))
+    except (SQLAlchemyError, ImportError, OSError) as exc:
+        _fail(f"cannot upgrade the database: {str(exc).splitlines()[0]}", code=1)
+    for item in done:
+        change = f"version {item.before} -> {item.after}" if item.after != item.before else f"at version {item.after}"
+        typer.echo(f"{item.component:<20} {change:<20} {item.database}")
 
 
 def main() -> None:  # pragma: no cover

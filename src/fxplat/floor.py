@@ -10,7 +10,6 @@ send the same bytes and differ only by what the platform does per call (auth, me
 """
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 

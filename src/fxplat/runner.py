@@ -1,4 +1,5 @@
-"""`fxplat up`: start services in one process and event loop, log where each listens, stop cleanly on SIGINT/SIGTERM."""
+"""`fxplat up --single-process` (and each child of the supervisor): start services in one process and event loop, log
+where each listens, stop cleanly on SIGINT/SIGTERM."""
 from __future__ import annotations
 
 import asyncio
@@ -13,6 +14,7 @@ from adapters.flags import Flags
 from adapters.shadow import Shadower
 from adapters.shadow_worker import ShadowWorker
 from transport import config
+from fxplat import supervisor
 from fxplat.catalog import BuildContext, build_host, scopes
 from transport.auth import AuthConfig
 from transport.client_factory import ClientFactory
@@ -30,6 +32,7 @@ async def start_services(names: list[str], ctx: BuildContext, *, host: str, grpc
         for name in names:
             rest_port, grpc_port = (ports or {}).get(name) or config.ports(name)
             svc = await build_host(name, ctx, host, rest_port, grpc_port, grpc_enabled)
+            svc.reuse_port = supervisor.reuse_port()  # one of several workers on these ports
             started.append(await svc.start())
             ctx.endpoints[name] = config.Endpoint(svc.rest_url, svc.grpc_target)
     except BaseException:
@@ -47,6 +50,7 @@ async def serve(names: list[str], *, host: str, data_dir: Path, flags: Flags, au
     (default: FXPLAT_DRAIN_DELAY_S, FXPLAT_GRACE_S) shape the stop on SIGTERM/SIGINT."""
     grace = config.grace_s() if grace is None else grace
     drain_delay = config.drain_delay_s() if drain_delay is None else drain_delay
+    supervisor.child_setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,6 +80,7 @@ async def _run_until(stop: asyncio.Event, hosts: list[ServiceHost], data_dir: Pa
         grpc_where = f"gRPC {svc.grpc_target}" if svc.grpc_serving else "gRPC off (--no-grpc)"
         log.info("%-22s REST %s   %s", svc.name, svc.rest_url, grpc_where)
     log.info("flags from %s; data directory %s; Ctrl-C to stop", flags.snapshot().source, data_dir)
+    supervisor.notify_ready()
     await stop.wait()
     log.info("draining: not ready, still serving for %.1f s; then finishing in-flight calls (grace %.1f s)",
              drain_delay, grace)

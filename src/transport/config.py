@@ -1,7 +1,7 @@
 """Where things are and how servers stop: the one module that reads the platform's deployment settings, used by
 transport/, adapters/, the supervisor and the CLI alike. The data directory, each service's endpoints (defaults from
 DESIGN.md, overridable by env), the TLS files (FXPLAT_TLS_CERT / FXPLAT_TLS_KEY for servers, FXPLAT_TLS_CA for clients)
-and the drain settings (FXPLAT_DRAIN_DELAY_S, FXPLAT_GRACE_S)."""
+the drain settings (FXPLAT_DRAIN_DELAY_S, FXPLAT_GRACE_S) and how many processes serve each service (FXPLAT_WORKERS)."""
 from __future__ import annotations
 
 import os
@@ -27,6 +27,10 @@ DEFAULT_DRAIN_DELAY_S = 0.0
 DEFAULT_GRACE_S = 5.0
 # gRPC connections end after this age (clients reconnect and re-resolve, so new replicas get traffic).
 DEFAULT_MAX_CONNECTION_AGE_S = 120.0
+# Processes per service under `fxplat up` (its supervisor): more than one share the service's ports through
+# SO_REUSEPORT, and the kernel spreads connections over them.
+DEFAULT_WORKERS = 1
+MAX_WORKERS = 64
 
 
 def data_dir(explicit: str | Path | None = None) -> Path:
@@ -75,6 +79,16 @@ def max_connection_age_s() -> float:
     """FXPLAT_MAX_CONNECTION_AGE_S: seconds after which a gRPC server ends a connection (GOAWAY; calls on it finish
     within the grace period), so its clients re-resolve their target and spread over the replicas there now."""
     return _seconds("FXPLAT_MAX_CONNECTION_AGE_S", DEFAULT_MAX_CONNECTION_AGE_S) or DEFAULT_MAX_CONNECTION_AGE_S
+def workers(explicit: int | None = None) -> int:
+    """--workers, else FXPLAT_WORKERS, else 1: processes serving each service."""
+    raw = explicit if explicit is not None else os.environ.get("FXPLAT_WORKERS") or DEFAULT_WORKERS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"FXPLAT_WORKERS must be a whole number of processes, not {raw!r}") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, not {raw!r}")
+    return value
 
 
 def ports(service: str) -> tuple[int, int]:

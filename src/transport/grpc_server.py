@@ -139,16 +139,18 @@ def service_handler(full_name: str, methods: Sequence[GrpcMethod],
 
 async def create_server(
     host: str, port: int, services: dict[str, grpc.GenericRpcHandler],
-    credentials: grpc.ServerCredentials | None = None,
+    credentials: grpc.ServerCredentials | None = None, *, reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build and start a grpc.aio server for `services` (full name -> handler) with health and reflection, over TLS
     when `credentials` are given. Returns the server, the bound port (useful with port 0) and the health servicer
-    (for graceful shutdown)."""
+    (for graceful shutdown). `reuse_port`: worker processes share the port (SO_REUSEPORT); grpc sets it by default on
+    Linux, which would let a second server take the port silently, so it is off unless asked for."""
     # Requests are small: the core refuses a larger one (RESOURCE_EXHAUSTED) before a handler sees it. Connections
     # end after a configured age (plus time for their calls to finish): clients then reconnect and re-resolve the
     # name, so a replica added under it gets its share without anyone restarting.
     age_ms = int(config.max_connection_age_s() * 1000)
     server = grpc.aio.server(options=[*SERVER_OPTIONS,
+                                      ("grpc.so_reuseport", int(reuse_port)),
                                       ("grpc.max_receive_message_length", config.input_limits().body_bytes),
                                       ("grpc.max_connection_age_ms", age_ms),
                                       ("grpc.max_connection_age_grace_ms", int(config.grace_s() * 1000))])

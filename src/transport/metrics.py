@@ -1,8 +1,17 @@
 """Prometheus metrics of servers and clients, defined once. Every service in a process shares the default registry,
-so each metric carries a `service` label."""
+so each metric carries a `service` label.
+
+Several worker processes of one service (fxplat up --workers N) share its port, so a scrape reaches one of them at
+random: with PROMETHEUS_MULTIPROC_DIR set (the supervisor sets it then), prometheus_client's multiprocess mode keeps
+each process's values in a file there and every worker's /metrics answers with the sum over all of them, so counters
+never jump back when the next scrape lands elsewhere. (A per-worker label alone would not do: each scrape would show
+one worker's series only.) `per_process` reads one worker's own counts back from its file."""
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import glob
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -10,7 +19,8 @@ SERVER_REQUESTS = Counter("fxplat_server_requests_total", "Calls served, by tran
                           ["service", "method", "transport", "code"])
 SERVER_LATENCY = Histogram("fxplat_server_request_duration_seconds", "Time to serve a call.",
                            ["service", "method", "transport"], buckets=_BUCKETS)
-SERVER_IN_FLIGHT = Gauge("fxplat_server_in_flight_requests", "Calls being served now.", ["service", "transport"])
+SERVER_IN_FLIGHT = Gauge("fxplat_server_in_flight_requests", "Calls being served now.", ["service", "transport"],
+                         multiprocess_mode="livesum")
 
 CLIENT_CALLS = Counter("fxplat_client_calls_total", "Calls made through an adapter, by the transport that served them.",
                        ["service", "method", "transport", "code", "fallback"])
@@ -23,7 +33,8 @@ CLIENT_FALLBACKS = Counter("fxplat_client_fallbacks_total", "gRPC calls served o
                            ["service", "method", "reason"])
 CLIENT_RETRIES = Counter("fxplat_client_retries_total", "Retried attempts.", ["service", "method", "transport"])
 BREAKER_STATE = Gauge("fxplat_client_breaker_state", "gRPC circuit breaker of a caller's adapter: 0 closed, "
-                      "1 half-open, 2 open.", ["service", "caller", "target"])
+                      "1 half-open, 2 open.", ["service", "caller", "target"],
+                      multiprocess_mode="liveall")  # one breaker per worker process: each shown with its pid
 SHADOW_COMPARISONS = Counter("fxplat_shadow_comparisons_total", "Shadowed read calls compared across transports, by "
                              "result (match or mismatch).", ["service", "method", "result"])
 SHADOW_DROPPED = Counter("fxplat_shadow_dropped_total", "Read calls sampled for shadowing but not compared: the shadow "
@@ -36,3 +47,20 @@ BREAKER_CALLS = Counter("fxplat_client_breaker_calls_total", "gRPC phases a call
 BREAKER_TRIPS = Counter("fxplat_client_breaker_trips_total", "Times a caller's breaker opened, by the rate that "
                         "opened it (failure_rate or slow_call_rate; half-open trials included).",
                         ["service", "caller", "target", "rate"])
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics exposes: this process's registry, or the sum over every worker process in multiprocess mode."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return REGISTRY
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path)
+    return merged
+
+
+def per_process(path: str, pid: int, name: str = "fxplat_server_requests_total") -> float:
+    """In multiprocess mode: the sum of counter `name` over all its labels, as worker `pid` alone counted it."""
+    files = glob.glob(os.path.join(path, f"counter_{pid}.db"))
+    return sum(sample.value for family in multiprocess.MultiProcessCollector.merge(files, accumulate=False)
+               for sample in family.samples if sample.name == name)

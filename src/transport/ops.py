@@ -11,11 +11,10 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from services.common import errors as E
-from transport import drain, errors
+from transport import drain, errors, metrics as metric_defs
 
 PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CHECK_TIMEOUT_S = 2.0  # a probe must answer even when a dependency hangs
@@ -90,7 +89,7 @@ def install(app: FastAPI) -> None:
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         encode, content_type = choose_encoder(request.headers.get("accept", ""))  # OpenMetrics when asked for
-        return Response(encode(REGISTRY), media_type=content_type)
+        return Response(encode(metric_defs.registry()), media_type=content_type)
 
 
 def watch(app: FastAPI, *, domain: object, flags: Any) -> None:

@@ -27,12 +27,16 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A REST listening socket. `reuse_port`: several worker processes bind the same port and the kernel spreads
+    connections over them (SO_REUSEPORT); without it a port in use is an error, as it should be."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto must say TCP: asyncio turns Nagle off only on accepted sockets whose proto is IPPROTO_TCP, and with
     # Nagle on, uvicorn's two writes per response (head, body) meet the client's delayed ACK: +40 ms per REST call.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets on Linux
     try:
         sock.bind((host, port))
@@ -67,6 +71,7 @@ class ServiceHost:
     rest_port: int = 0
     grpc_port: int = 0
     tls: TlsFiles | None = None
+    reuse_port: bool = False  # one of several worker processes on the same ports (fxplat up --workers N)
     _grpc: grpc.aio.Server | None = None
     _health: object | None = None
     _uvicorn: _EmbeddedUvicorn | None = None
@@ -83,7 +88,7 @@ class ServiceHost:
         return f"{config.reach(self.host)}:{self.grpc_port}"
 
     async def start(self) -> "ServiceHost":
-        self._sock = bind_socket(self.host, self.rest_port)
+        self._sock = bind_socket(self.host, self.rest_port, self.reuse_port)
         self.rest_port = self._sock.getsockname()[1]
         tls = {"ssl_certfile": str(self.tls.cert_file), "ssl_keyfile": str(self.tls.key_file)} if self.tls else {}
         # log_config=None: uvicorn's loggers go through the process's handler (transport.logs), not its own.
@@ -103,7 +108,7 @@ class ServiceHost:
     async def start_grpc(self) -> None:
         self._grpc, self.grpc_port, self._health = await grpc_server.create_server(
             self.host, self.grpc_port, {self.service_full_name: self.grpc_handler},
-            self.tls.grpc_credentials() if self.tls else None)
+            self.tls.grpc_credentials() if self.tls else None, reuse_port=self.reuse_port)
 
     async def stop_grpc(self, grace: float | None = None) -> None:
         """Stop the gRPC server only (REST keeps serving): what a crash or a gRPC rollback looks like to clients."""

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from services.common import schema
 from services.common.errors import FailedPrecondition, InvalidArgument, quoted
 from services.common.market_types import utc
 
@@ -46,6 +47,14 @@ def async_url(url: str) -> str:
     parsed = make_url(url)
     return parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername)).render_as_string(
         hide_password=False)
+
+
+def sync_url(url: str) -> str:
+    """`url` with a synchronous driver (sqlite3, psycopg), for code that runs in threads rather than the loop."""
+    parsed = make_url(url)
+    driver = parsed.drivername.split("+")[0]
+    return parsed.set(drivername={"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg"}.get(
+        driver, driver)).render_as_string(hide_password=False)
 
 
 class UtcDateTime(TypeDecorator):
@@ -80,9 +89,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    """An async engine whose tables (`metadata`) are created on first use."""
+    """An async engine whose tables (`metadata`) are created or upgraded on first use (services.common.schema: safe
+    from several replicas at once; `fxplat db upgrade` does the same up front). A bare MetaData is a component named
+    after its first table."""
 
-    def __init__(self, url: str, metadata: MetaData) -> None:
+    def __init__(self, url: str, metadata: MetaData | schema.Component) -> None:
         self.engine: AsyncEngine = create_async_engine(async_url(url))
         if self.engine.dialect.name == "sqlite":
             database = self.engine.url.database
@@ -90,7 +101,7 @@ class Database:
                 with contextlib.suppress(OSError):  # unusable: SQLite names the problem at first use (/readyz)
                     private_file(Path(database))
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self._metadata = metadata
+        self.component = schema.component(metadata)
         self._ready = False
         self._lock = asyncio.Lock()
 
@@ -99,7 +110,7 @@ class Database:
             async with self._lock:
                 if not self._ready:
                     async with self.engine.begin() as conn:
-                        await conn.run_sync(self._metadata.create_all)
+                        await conn.run_sync(schema.upgrade, self.component)
                     self._ready = True
         return self.engine
 

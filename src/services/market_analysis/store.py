@@ -1,6 +1,7 @@
-"""Imported market data: CSV import into an SQLite store, and a cached reader.
+"""Imported market data: CSV import into a store, and a cached reader.
 
-The store is the file `market.sqlite` in the data directory: table `candles` holds the bars by
+The store is the file `market.sqlite` in the data directory, or the database DATABASE_URL names (PostgreSQL: every
+replica of the service then serves the same imports). Table `candles` holds the bars by
 (symbol, timeframe, time) and table `imports` one row per imported (symbol, timeframe) with its extent and the price
 precision seen in the file. Each import of a (symbol, timeframe) replaces the previous one in a single transaction, so
 readers see either the old data or the new, never a mix.
@@ -11,40 +12,34 @@ the most common spacing between consecutive bars.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
-import sqlite3
+import secrets
 import threading
 import time as _time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import (
+    BigInteger, Column, Connection, Double, Engine, Integer, MetaData, Table, Text, create_engine, delete, insert,
+    select, text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
-from services.common import storage
-from services.common.errors import InvalidArgument, quoted
+from services.common import schema, storage
+from services.common.errors import InvalidArgument, Unavailable, quoted
 from services.common.market_types import CandleSeries, Timeframe, from_unix
 from services.market_analysis import csv_import
-from services.market_analysis.csv_import import ParsedBars
+from services.market_analysis.csv_import import PRICE_COLUMNS, ParsedBars
 
 DB_FILE = "market.sqlite"
 SYMBOL_PATTERN = re.compile(r"[A-Z0-9]{3,12}")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS candles (
-    symbol TEXT NOT NULL, timeframe TEXT NOT NULL, time INTEGER NOT NULL,
-    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL, volume REAL NOT NULL,
-    PRIMARY KEY (symbol, timeframe, time)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS imports (
-    symbol TEXT NOT NULL, timeframe TEXT NOT NULL, rows INTEGER NOT NULL,
-    first_time INTEGER NOT NULL, last_time INTEGER NOT NULL, digits INTEGER NOT NULL,
-    source TEXT NOT NULL, imported_at INTEGER NOT NULL,
-    PRIMARY KEY (symbol, timeframe)
-);
-"""
 
 # Bumped by every import in this process, so readers notice a change even within the file's mtime resolution.
 _generation = 0
@@ -71,6 +66,7 @@ class ImportedTimeframe:
     first_time: datetime
     last_time: datetime
     digits: int
+    revision: int = 0  # changes with every import of it
 
 
 def db_path(data_dir: Path) -> Path:
@@ -100,7 +96,7 @@ def import_csv(path: Path, symbol: str | None, timeframe: Timeframe | str | None
     bars = csv_import.read(Path(path))
     symbol = validate_symbol(csv_import.symbol_of(bars, symbol))
     tf = csv_import.check_timeframe(bars, tf)
-    replaced = _write(db_path(data_dir), symbol, tf, bars, source=str(path))
+    replaced = _write(database_url(data_dir), symbol, tf, bars, source=str(path))
     return ImportReport(
         symbol=symbol,
         timeframe=tf,
@@ -112,57 +108,76 @@ def import_csv(path: Path, symbol: str | None, timeframe: Timeframe | str | None
 
 
 # --- storage ---------------------------------------------------------------------------------------------------------
+# SQLAlchemy Core over a synchronous driver (sqlite3, or psycopg for PostgreSQL): the domain reads the store from its
+# worker threads, and `fxplat data import` is a plain command.
+
+metadata = MetaData()
+candles = Table(
+    "candles", metadata,
+    Column("symbol", Text, primary_key=True),
+    Column("timeframe", Text, primary_key=True),
+    Column("time", BigInteger, primary_key=True, autoincrement=False),
+    *(Column(name, Double, nullable=False) for name in (*PRICE_COLUMNS, "volume")),
+    sqlite_with_rowid=False,
+)
+imports = Table(
+    "imports", metadata,
+    Column("symbol", Text, primary_key=True),
+    Column("timeframe", Text, primary_key=True),
+    Column("rows", Integer, nullable=False),
+    Column("first_time", BigInteger, nullable=False),
+    Column("last_time", BigInteger, nullable=False),
+    Column("digits", Integer, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("imported_at", BigInteger, nullable=False),  # unix seconds
+    # Unique per import: how a replica notices that another process replaced an import (see ImportedStore).
+    Column("revision", BigInteger, nullable=False, server_default="0"),
+)
+SCHEMA = schema.Component("market", metadata, [
+    schema.create_tables(metadata),
+    schema.add_column("imports", "revision", "BIGINT NOT NULL DEFAULT 0"),  # stores made before the column
+])
+POLL_S = 1.0  # with a shared database, how often a replica looks for imports made elsewhere
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    storage.private_file(path)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    conn.executescript(_SCHEMA)
-    return conn
+def database_url(data_dir: Path) -> str:
+    """$DATABASE_URL (every replica shares the imports), else the SQLite file market.sqlite in `data_dir`."""
+    return storage.database_url(None, data_dir, DB_FILE)
 
 
-def _write(path: Path, symbol: str, tf: Timeframe, bars: ParsedBars, source: str) -> int:
+def _engine(url: str) -> Engine:
+    if url.startswith(("sqlite", "postgresql+asyncpg", "postgresql", "postgres")):
+        url = storage.sync_url(url)
+    if url.startswith("sqlite"):
+        storage.private_file(Path(make_url(url).database))  # 0600 in a 0700 directory
+    return create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+
+
+def _write(url: str, symbol: str, tf: Timeframe, bars: ParsedBars, source: str) -> int:
     """Replace the stored bars of (symbol, tf) by `bars` in one transaction; returns the number of rows replaced."""
     global _generation
-    rows = zip(
-        repeat(symbol),
-        repeat(tf.value),
-        bars.time.tolist(),
-        bars.open.tolist(),
-        bars.high.tolist(),
-        bars.low.tolist(),
-        bars.close.tolist(),
-        bars.volume.tolist(),
-    )
-    conn = _connect(path)
+    engine = _engine(url)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            replaced = conn.execute(
-                "DELETE FROM candles WHERE symbol = ? AND timeframe = ?", (symbol, tf.value)
-            ).rowcount
-            conn.executemany(
-                "INSERT INTO candles VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
-            conn.execute(
-                "INSERT OR REPLACE INTO imports VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    symbol,
-                    tf.value,
-                    len(bars.time),
-                    int(bars.time[0]),
-                    int(bars.time[-1]),
-                    bars.digits,
-                    source,
-                    int(_time.time()),
-                ),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        with engine.begin() as conn:
+            schema.upgrade(conn, SCHEMA)
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # concurrent imports of one key take turns
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                             {"k": zlib.crc32(f"market import {symbol} {tf.value}".encode())})
+            key = (imports.c.symbol == symbol) & (imports.c.timeframe == tf.value)
+            conn.execute(delete(imports).where(key))  # on SQLite, the write lock from here to commit
+            replaced = conn.execute(delete(candles).where(
+                (candles.c.symbol == symbol) & (candles.c.timeframe == tf.value))).rowcount
+            columns = {"time": bars.time.tolist(), **{n: getattr(bars, n).tolist() for n in (*PRICE_COLUMNS, "volume")}}
+            conn.execute(insert(candles), [
+                {"symbol": symbol, "timeframe": tf.value, **dict(zip(columns, values))}
+                for values in zip(*columns.values())])
+            conn.execute(insert(imports).values(
+                symbol=symbol, timeframe=tf.value, rows=len(bars.time), first_time=int(bars.time[0]),
+                last_time=int(bars.time[-1]), digits=bars.digits, source=source, imported_at=int(_time.time()),
+                revision=secrets.randbits(62)))
     finally:
-        conn.close()
+        engine.dispose()
     with _generation_lock:
         _generation += 1
     return max(replaced, 0)
@@ -172,13 +187,19 @@ def _write(path: Path, symbol: str, tf: Timeframe, bars: ParsedBars, source: str
 
 
 class ImportedStore:
-    """Read side of the store, cached: catalogue and series are re-read only when the database file changes (its
-    mtime, size or inode, or an import in this process), so a running service sees new imports. Thread-safe."""
+    """Read side of the store, cached: catalogue and series are re-read only when the data changed. With SQLite that
+    is the database file changing (its mtime, size or inode) or an import in this process; with a shared database
+    (DATABASE_URL) the catalogue is re-read at most every POLL_S seconds, and an import made by any process changes
+    its revisions. Thread-safe."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = db_path(Path(data_dir))
+    def __init__(self, data_dir: Path, url: str | None = None) -> None:
+        self.url = url or database_url(Path(data_dir))
+        self._sqlite = self.url.startswith("sqlite")
+        self.path = Path(make_url(self.url).database) if self._sqlite else None
+        self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._version: tuple | None = None
+        self._checked_at = -math.inf
         self._catalog: dict[str, list[ImportedTimeframe]] = {}
         self._series: dict[tuple[str, Timeframe], CandleSeries] = {}
 
@@ -213,56 +234,78 @@ class ImportedStore:
                 return None
             key = (symbol, tf)
             if key not in self._series:
-                self._series[key] = self._read_series(symbol, tf)
+                self._series[key] = self._guarded(self._read_series, symbol, tf)
             return self._series[key]
 
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
     def _refresh(self) -> None:
-        try:
-            st = os.stat(self.path)
-            version: tuple = (st.st_mtime_ns, st.st_size, st.st_ino, _generation)
-        except FileNotFoundError:
-            version = (None, _generation)
-        if version == self._version:
-            return
+        if self._sqlite:
+            try:
+                st = os.stat(self.path)
+                version: tuple = (st.st_mtime_ns, st.st_size, st.st_ino, _generation)
+            except FileNotFoundError:
+                version = (None, _generation)
+            if version == self._version:
+                return
+            catalog = self._guarded(self._read_catalog) if version[0] is not None else {}
+        else:
+            if self._version is not None and self._version[0] == _generation \
+                    and _time.monotonic() - self._checked_at < POLL_S:
+                return
+            catalog = self._guarded(self._read_catalog)
+            self._checked_at = _time.monotonic()
+            version = (_generation, tuple((e.symbol, e.timeframe, e.revision) for entries in catalog.values()
+                                          for e in entries))
+            if version == self._version:
+                return
         self._series.clear()
-        self._catalog = self._read_catalog() if version[0] is not None else {}
+        self._catalog = catalog
         self._version = version
 
-    def _open(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=30)
+    def _guarded(self, read, *args):
+        """`read(*args)`; a database that does not answer is UNAVAILABLE for the caller, not an internal error."""
+        try:
+            return read(*args)
+        except OperationalError as exc:
+            if self._sqlite and "no such table" in str(exc):  # the file exists, no import has completed yet
+                return {}
+            raise Unavailable(f"the market data store does not answer: {str(exc).splitlines()[0][:200]}",
+                              reason="STORE_UNAVAILABLE") from None
+
+    def _connect(self) -> Connection:
+        if self._engine is None:
+            if self._sqlite:  # read-only: the file appears with the first import
+                self._engine = _engine(f"sqlite:///file:{self.path}?mode=ro&uri=true")
+            else:
+                engine = _engine(self.url)
+                with engine.begin() as conn:  # a shared database's tables exist before any import
+                    schema.upgrade(conn, SCHEMA)
+                self._engine = engine
+        return self._engine.connect()
 
     def _read_catalog(self) -> dict[str, list[ImportedTimeframe]]:
-        conn = self._open()
-        try:
-            rows = conn.execute(
-                "SELECT symbol, timeframe, rows, first_time, last_time, digits FROM imports"
-            ).fetchall()
-        except sqlite3.OperationalError:  # file exists but no import has completed yet
-            rows = []
-        finally:
-            conn.close()
+        with self._connect() as conn:
+            rows = conn.execute(select(imports.c.symbol, imports.c.timeframe, imports.c.rows, imports.c.first_time,
+                                       imports.c.last_time, imports.c.digits, imports.c.revision)).all()
         catalog: dict[str, list[ImportedTimeframe]] = {}
-        for symbol, tf, n, first, last, digits in rows:
-            entry = ImportedTimeframe(symbol, Timeframe(tf), n, from_unix(first), from_unix(last), digits)
+        for symbol, tf, n, first, last, digits, revision in rows:
+            entry = ImportedTimeframe(symbol, Timeframe(tf), n, from_unix(first), from_unix(last), digits, revision)
             catalog.setdefault(symbol, []).append(entry)
         for entries in catalog.values():
             entries.sort(key=lambda e: e.timeframe.seconds)
         return catalog
 
     def _read_series(self, symbol: str, tf: Timeframe) -> CandleSeries:
-        conn = self._open()
-        try:
-            cursor = conn.execute(
-                "SELECT time, open, high, low, close, volume FROM candles "
-                "WHERE symbol = ? AND timeframe = ? ORDER BY time",
-                (symbol, tf.value),
-            )
-            table = np.array(cursor.fetchall(), dtype=np.float64).reshape(-1, 6)
-        finally:
-            conn.close()
+        c = candles.c
+        with self._connect() as conn:
+            rows = conn.execute(select(c.time, c.open, c.high, c.low, c.close, c.volume)
+                                .where((c.symbol == symbol) & (c.timeframe == tf.value)).order_by(c.time)).all()
+        table = np.array(rows, dtype=np.float64).reshape(-1, 6)
         columns = [np.ascontiguousarray(table[:, i]) for i in range(6)]
         columns[0] = columns[0].astype(np.int64)
-        for c in columns:
-            c.flags.writeable = False
+        for column in columns:
+            column.flags.writeable = False
         return CandleSeries(symbol, tf, *columns)
-
