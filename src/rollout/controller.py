@@ -21,7 +21,7 @@ from rollout.analysis import Check, analyse
 from rollout.evidence import Evidence, MetricSource
 from rollout.flag_writers import FlagWriter, parse_target, set_share, share_of
 from rollout.model import PROMOTED, ROLLED_BACK, RUNNING, Rollout
-from rollout.store import Conflict, RolloutStore, now
+from rollout.store import Conflict, RolloutStore, new_event, now
 
 log = logging.getLogger("fxplat.rollout")
 DEFAULT_LEASE_TTL_S = 30.0
@@ -138,21 +138,21 @@ class Controller:
         if decided.state == RUNNING:  # a new window: the next step's, or the same step watched again
             decided.step_started_at = now()
             decided.baseline = await self.source.baseline(r.service, r.method)
+        checks_json = [c.to_json() for c in checks] + [{"name": "evidence", **evidence.to_json()}]
+        timeline = [new_event(r, "analysis", f"analysis at {r.percent} % ({evidence.source}, "
+                                             f"{evidence.window_s:.0f} s window)", actor=self.holder,
+                              checks=checks_json),
+                    new_event(decided, kind, message, actor=self.holder)]
         try:
-            saved = await self.store.save(decided)
+            saved = await self.store.save(decided, timeline)  # the decision and its reasons, in one transaction
         except Conflict:
             fresh = await self.store.get(r.id)
             self._say(f"{r.target}: changed meanwhile ({fresh.state}); decision dropped")
             return fresh
-        checks_json = [c.to_json() for c in checks] + [{"name": "evidence", **evidence.to_json()}]
-        await self.store.event(r, "analysis", f"analysis at {r.percent} % ({evidence.source}, "
-                                              f"{evidence.window_s:.0f} s window)", actor=self.holder,
-                               checks=checks_json)
+        self._say(f"{r.target}: {message}")
         if saved.percent != r.percent:
             await write_share(self.store, self._writer_for(r.flag_target), saved, saved.percent, actor=self.holder,
                               why=f"rollout {r.id}: {message}")
-        await self.store.event(saved, kind, message, actor=self.holder)
-        self._say(f"{r.target}: {message}")
         return await self._settle(saved)
 
     async def _settle(self, saved: Rollout) -> Rollout:

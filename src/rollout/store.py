@@ -159,15 +159,19 @@ class RolloutStore:
                 query = query.where(rollouts.c.service == service)
             return [_rollout(row) for row in (await conn.execute(query)).all()]
 
-    async def save(self, r: Rollout) -> Rollout:
-        """Write `r`'s state if nobody wrote since it was read; raises Conflict otherwise."""
+    async def save(self, r: Rollout, timeline: list[Event] = ()) -> Rollout:
+        """Write `r`'s state, and the `timeline` events that explain it in the same transaction, if nobody wrote
+        since it was read; raises Conflict otherwise (and writes nothing)."""
         async with (await self._db.ready()).begin() as conn:
             result = await conn.execute(
                 update(rollouts).where(rollouts.c.id == r.id, rollouts.c.version == r.version).values(
                     state=r.state, step_index=r.step_index, step_started_at=r.step_started_at,
                     failed_checks=r.failed_checks, baseline=r.baseline, updated_at=now(), version=r.version + 1))
-        if result.rowcount != 1:
-            raise Conflict(f"rollout {r.id} of {r.target} changed meanwhile")
+            if result.rowcount != 1:
+                await conn.rollback()
+                raise Conflict(f"rollout {r.id} of {r.target} changed meanwhile")
+            for e in timeline:
+                await conn.execute(insert(events).values(_event_row(e)))
         return await self.get(r.id)
 
     # --- timeline ---------------------------------------------------------------------------------------------------
@@ -175,8 +179,8 @@ class RolloutStore:
     async def event(self, r: Rollout, kind: str, message: str, *, actor: str,
                     checks: list[dict[str, Any]] | None = None) -> None:
         async with (await self._db.ready()).begin() as conn:
-            await conn.execute(insert(events).values(rollout_id=r.id, at=now(), kind=kind, percent=r.percent,
-                                                     message=message[:2000], checks=checks or [], actor=actor))
+            await conn.execute(insert(events).values(_event_row(new_event(r, kind, message, actor=actor,
+                                                                          checks=checks))))
 
     async def events(self, rollout_ids: list[int] | None = None, since: datetime | None = None) -> list[Event]:
         conditions = []
@@ -248,6 +252,17 @@ class RolloutStore:
         async with (await self._db.ready()).connect() as conn:
             row = (await conn.execute(select(leases).where(leases.c.name == name))).one_or_none()
         return (row.holder, row.expires_at) if row is not None and row.expires_at > now() else None
+
+
+def new_event(r: Rollout, kind: str, message: str, *, actor: str,
+              checks: list[dict[str, Any]] | None = None) -> Event:
+    """An event of `r` at its current share."""
+    return Event(r.id, now(), kind, r.percent, message[:2000], checks or [], actor)
+
+
+def _event_row(e: Event) -> dict[str, Any]:
+    return {"rollout_id": e.rollout_id, "at": e.at, "kind": e.kind, "percent": e.percent, "message": e.message,
+            "checks": e.checks, "actor": e.actor}
 
 
 def _rollout(row: Any) -> Rollout:

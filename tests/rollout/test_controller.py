@@ -95,11 +95,11 @@ async def test_a_killed_controller_is_replaced_and_the_same_rollout_goes_on_to_1
     controllers = {e.actor for e in events if e.kind == "controller"}
     assert len(controllers) == 2  # the killed one and the one that took over
 
+    # The kill may land between a step's commit and its flag write: then the controller taking over writes it.
     entries = await store.audit_log(flag_prefix="market_analysis.grpc")
     assert [(a.old, a.new) for a in entries] == [("0", "25"), ("25", "50"), ("50", "100")]
     assert entries[0].actor == "tester" and "first service to move" in entries[0].why
-    assert len({a.actor for a in entries[1:]}) == 2 and all(a.actor.startswith("rollout-controller:")
-                                                           for a in entries[1:])
+    assert all(a.actor.startswith("rollout-controller:") for a in entries[1:])
     await store.close()
 
     code, out, err = await fxplat(env, "rollout", "history", "market_analysis", "--json")
