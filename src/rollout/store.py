@@ -177,10 +177,11 @@ class RolloutStore:
     # --- timeline ---------------------------------------------------------------------------------------------------
 
     async def event(self, r: Rollout, kind: str, message: str, *, actor: str,
-                    checks: list[dict[str, Any]] | None = None) -> None:
+                    checks: list[dict[str, Any]] | None = None, at: datetime | None = None) -> None:
+        """Record an event of `r` at its current share (`at`: when, default now)."""
+        e = new_event(r, kind, message, actor=actor, checks=checks)
         async with (await self._db.ready()).begin() as conn:
-            await conn.execute(insert(events).values(_event_row(new_event(r, kind, message, actor=actor,
-                                                                          checks=checks))))
+            await conn.execute(insert(events).values(_event_row(e) | ({"at": at} if at else {})))
 
     async def events(self, rollout_ids: list[int] | None = None, since: datetime | None = None) -> list[Event]:
         conditions = []
