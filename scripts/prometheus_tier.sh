@@ -98,9 +98,6 @@ for service in market_analysis causal_analysis backtesting analysis_coordinator;
   export "FXPLAT_${upper}_REST_PORT=$rest" "FXPLAT_${upper}_GRPC_PORT=$grpc"
   targets="$targets\"127.0.0.1:$rest\", "
 done
-"$FXPLAT" up --log-format json >"$WORK/fxplat.log" 2>&1 &
-FXPLAT_PID=$!
-
 PROM_PORT=$(free_port)
 export PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT FXPLAT_PROM_SD_FILE=$WORK/test_targets.json
 echo '[]' >"$FXPLAT_PROM_SD_FILE"
@@ -122,6 +119,9 @@ YAML
 prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
   --web.listen-address="127.0.0.1:$PROM_PORT" --storage.tsdb.retention.time=1h >"$WORK/prometheus.log" 2>&1 &
 PROM_PID=$!
+# The platform knows Prometheus too: the coordinator's status page charts the whole fleet from it.
+"$FXPLAT" up --log-format json >"$WORK/fxplat.log" 2>&1 &
+FXPLAT_PID=$!
 
 deadline=$((SECONDS + START_TIMEOUT))
 until curl -fsS --max-time 2 "$PROMETHEUS_URL/-/ready" >/dev/null 2>&1; do

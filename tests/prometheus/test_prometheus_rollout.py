@@ -199,3 +199,16 @@ async def test_every_dashboard_query_runs_on_prometheus_and_the_rules_are_loaded
                       "FxplatGrpcErrorRateAboveRest"}
     served = await prom('sum by (transport) (fxplat_server_requests_total{service="backtesting"})')
     assert {r["metric"]["transport"] for r in served} >= {"grpc", "rest"}  # the platform's own servers, scraped
+
+
+async def test_the_status_page_charts_the_fleet_from_prometheus(scraped_host):
+    """The coordinator of `fxplat up` (started with PROMETHEUS_URL) draws its charts from Prometheus: the backtesting
+    calls this test's traffic made over gRPC and REST appear, though the coordinator made none of them."""
+    async with httpx.AsyncClient(base_url=config.endpoint("analysis_coordinator").rest_url, timeout=10) as http:
+        status = (await http.get("/status.json")).json()
+    assert status["series_source"].startswith(f"Prometheus {os.environ['PROMETHEUS_URL']}")
+    backtesting = status["series"]["backtesting"]
+    assert sum(backtesting["calls"]["grpc"]) > 0 and sum(backtesting["calls"]["rest"]) > 0
+    assert any(v is not None for v in backtesting["p99_ms"]["grpc"])
+    kinds = [(e["target"], e["kind"]) for e in status["timeline"]]
+    assert ("backtesting", "promoted") in kinds and ("market_analysis.AnalyzeMarket", "rolled_back") in kinds
