@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters import canary
+from adapters.connect import KITS
 from adapters.flag_schema import FlagsConfig
 from fxplat.catalog import CATALOG
 from fxplat.credentials import client_factory
@@ -130,10 +131,17 @@ def _next_step(s: MethodStatus, t: Thresholds, rollout_state: str) -> str:
         return f"fix the mismatches (`fxplat canary report --service {s.service}`) before rolling out"
     if s.share >= 100:
         return "done: all calls on gRPC"
+    if not _is_read(s.service, s.method):
+        return f"a write (never shadowed: parity from the tests); moves with `fxplat rollout start {s.service}`"
     if s.shadow_samples < t.min_samples:
         return f"collect parity evidence: `fxplat flags set {s.service} --shadow 10` ({s.shadow_samples} of " \
                f"{t.min_samples} samples)"
-    return f"`fxplat rollout start {s.service}" + (f" --method {s.method}`" if s.share else "`")
+    return f"`fxplat rollout start {s.service}` (or `--method {s.method}` alone)"
+
+
+def _is_read(service: str, method: str) -> bool:
+    policy = KITS[service].policies.get(method)
+    return policy is None or policy.read
 
 
 async def collect(flags: FlagsConfig, data_dir: Path, since: datetime | None,
