@@ -113,6 +113,9 @@ def from_env(flags_path: Path | None) -> FlagWriter:
     """Unleash when UNLEASH_ADMIN_URL is set (with UNLEASH_ADMIN_TOKEN), else the flags file."""
     if os.environ.get(ADMIN_URL_ENV):
         return parse_target(f"unleash:{os.environ[ADMIN_URL_ENV]}")
+    if os.environ.get("UNLEASH_URL"):  # the services follow the server: editing the file would change nothing
+        raise ValueError(f"UNLEASH_URL is set, so the services follow the Unleash server: set {ADMIN_URL_ENV} and "
+                         f"{ADMIN_TOKEN_ENV} for the rollout to set its shares there")
     if flags_path is None:
         raise ValueError("no flags file: pass --flags FILE or set FXPLAT_FLAGS (or run where flags.yaml is)")
     return FileWriter(flags_path)

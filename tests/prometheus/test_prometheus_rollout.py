@@ -25,7 +25,7 @@ from adapters.shadow import Shadower
 from adapters.shadow_worker import ShadowWorker
 from fxplat.catalog import skins_host
 from services.backtesting.models import BacktestRequest, ListBacktestsQuery
-from services.common.market_types import TimeRange, Timeframe
+from services.common.market_types import Timeframe
 from services.market_analysis.domain import MarketAnalysisDomain
 from services.market_analysis.models import SummaryQuery
 from transport import config
