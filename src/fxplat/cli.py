@@ -530,6 +530,8 @@ def rollout_run(
         tick_s, ttl_s = parse_duration(tick, "--tick"), parse_duration(lease_ttl, "--lease-ttl")
     except ValueError as exc:
         _fail(str(exc))
+    if ttl_s < 2 * tick_s:
+        _fail(f"--lease-ttl ({lease_ttl}) must be at least twice --tick ({tick}): the lease is renewed every tick")
     _rollout(lambda store, source: _drive(store, source, service, tick_s, until_idle=until_idle, lease_ttl_s=ttl_s),
              data_dir, source=True)
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import dataclasses
 
 from adapters.flag_schema import SERVICES
+from rollout import audit
 from rollout.controller import write_share
 from rollout.evidence import MetricSource
-from rollout.flag_writers import FlagWriter, parse_target
+from rollout.flag_writers import FlagWriter, parse_target, set_share
 from rollout.model import ABORTED, PAUSED, PROMOTED, RUNNING, Rollout, Thresholds
-from rollout import audit
-from rollout.flag_writers import set_share
 from rollout.store import RolloutStore, now
 
 

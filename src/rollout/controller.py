@@ -20,7 +20,7 @@ from rollout import audit
 from rollout.analysis import Check, analyse
 from rollout.evidence import Evidence, MetricSource
 from rollout.flag_writers import FlagWriter, parse_target, set_share, share_of
-from rollout.model import PROMOTED, ROLLED_BACK, RUNNING, Rollout
+from rollout.model import ACTIVE, PROMOTED, ROLLED_BACK, RUNNING, Rollout
 from rollout.store import Conflict, RolloutStore, new_event, now
 
 log = logging.getLogger("fxplat.rollout")
@@ -83,11 +83,16 @@ class Controller:
                 self._held.discard(r.service)
                 still.append(r)
                 continue
-            if r.service not in self._held:
-                self._held.add(r.service)
-                r = await self._take_over(r)
-            r = await self.reconcile(r)
-            if r.state in ("running", "paused"):
+            try:
+                if r.service not in self._held:
+                    self._held.add(r.service)
+                    r = await self._take_over(r)
+                r = await self.reconcile(r)
+            except Exception as exc:  # a flag write or the database failed: log it, and start over next tick
+                log.exception("rollout %s of %s", r.id, r.target)
+                self._say(f"{r.target}: {type(exc).__name__}: {exc}; trying again next tick")
+                self._held.discard(r.service)  # the next tick takes over afresh: flags put back where state says
+            if r.state in ACTIVE:
                 still.append(r)
         return still
 

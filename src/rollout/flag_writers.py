@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from adapters import flag_edit
-from adapters.flag_schema import SERVICES, FlagsConfig, MethodFlags, grpc_feature, parse_flags, shadow_feature
-from adapters.flag_schema import KILL_SWITCH_FEATURE, from_unleash_features
+from adapters.flag_schema import (
+    KILL_SWITCH_FEATURE,
+    SERVICES,
+    FlagsConfig,
+    MethodFlags,
+    from_unleash_features,
+    grpc_feature,
+    parse_flags,
+    shadow_feature,
+)
 from adapters.unleash_admin import ADMIN_TOKEN_ENV, ADMIN_URL_ENV, UnleashAdmin
 
 
@@ -58,8 +66,8 @@ class UnleashWriter:
 
     def read(self) -> FlagsConfig:
         with self._admin() as admin:
-            return from_unleash_features({"features": [f for f in map(lambda n: _client_shape(admin, n), _names())
-                                                       if f is not None]}, self.target)
+            features = [_client_shape(admin, name) for name in _names()]
+            return from_unleash_features({"features": [f for f in features if f is not None]}, self.target)
 
     def set_share(self, service: str, method: str, grpc: int | None = None,
                   shadow: int | None = None) -> tuple[FlagsConfig, FlagsConfig]:

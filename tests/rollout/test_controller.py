@@ -60,15 +60,17 @@ async def test_a_killed_controller_is_replaced_and_the_same_rollout_goes_on_to_1
     with Flags(flags_file, unleash_url="", poll_interval=0.1) as flags:
         async with shadowed_traffic(market_host, factory, flags, data) as counts:
             await warm(counts)
+            # A loaded machine may starve the traffic of a window (too few samples: halted, not rolled back).
             code, out, err = await fxplat(env, "rollout", "start", "market_analysis", "--steps", "25,50,100",
-                                          "--interval", "2s", "--reason", "first service to move", *LENIENT)
+                                          "--interval", "3s", "--reason", "first service to move",
+                                          "--max-failed-checks", "10", *LENIENT)
             assert code == 0, err
             assert "rollout 1 of market_analysis: 25 % on gRPC" in out
             assert parse_flags(flags_file.read_text(), "f").services["market_analysis"].grpc == 25
             assert "# market first" in flags_file.read_text()  # the file keeps its comments
 
             first = await asyncio.create_subprocess_exec(
-                FXPLAT, "rollout", "run", "--tick", "0.3s", "--lease-ttl", "2s", env=env,
+                FXPLAT, "rollout", "run", "--tick", "0.3s", "--lease-ttl", "8s", env=env,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             await wait_for(store, 1, lambda r: r.step_index >= 1)
             first.send_signal(signal.SIGKILL)  # no chance to release its lease or finish anything
@@ -85,13 +87,15 @@ async def test_a_killed_controller_is_replaced_and_the_same_rollout_goes_on_to_1
             assert code == 0, err
             assert counts["calls"] > 50
     done = await store.get(1)
-    assert (done.state, done.percent, done.failed_checks) == ("promoted", 100, 0)
+    assert (done.state, done.percent) == ("promoted", 100)
     assert parse_flags(flags_file.read_text(), "f").services["market_analysis"].grpc == 100
     events = await store.events([1])
     kinds = [e.kind for e in events]
-    assert kinds.count("started") == 1 and kinds.count("promoted") == 1
+    assert kinds.count("started") == 1 and kinds.count("promoted") == 1 and kinds.count("rolled_back") == 0
     assert [e.percent for e in events if e.kind == "step"] == [50, 100]  # no step done twice, none skipped
-    assert all(c["passed"] for e in events if e.kind == "analysis" for c in e.checks if "passed" in c)
+    analyses = [e for e in events if e.kind == "analysis"]
+    assert len(analyses) == 3 + done.failed_checks  # one per step, and one per halt
+    assert all(c["passed"] for c in analyses[-1].checks if "passed" in c)
     controllers = {e.actor for e in events if e.kind == "controller"}
     assert len(controllers) == 2  # the killed one and the one that took over
 
