@@ -9,6 +9,10 @@ check the analysis at each step, halt or roll back on failed checks, record ever
     evidence.py     one interface for the numbers a check needs; from Prometheus (PROMETHEUS_URL) or from the
                     services' own /metrics plus the canary store
     analysis.py     the four checks: parity, errors, latency, resilience
-    controller.py   the reconcile step (read state, query, decide, write flags + audit, persist) and its loop
-    migration.py    per service and method: is gRPC live (reflection + probe), parity evidence, share, next step
+    prom.py         a small client for Prometheus' HTTP query API
+    controller.py   the reconcile step (read state, query, decide, persist, write flags + audit) and its loop
+    actions.py      what a person does: start, pause, resume, promote, abort
+
+The CLI (`fxplat rollout ...`, `fxplat migration status`), the migration report (fxplat/migration_status.py) and the
+status page's charts (fxplat/status_series.py) sit above this package.
 """
