@@ -19,7 +19,7 @@ from typing import Any
 from rollout import audit
 from rollout.analysis import Check, analyse
 from rollout.evidence import Evidence, MetricSource
-from rollout.flag_writers import FlagWriter, parse_target, set_share, share_of
+from rollout.flag_writers import FlagWriter, parse_target, set_share, share_of, with_share
 from rollout.model import ACTIVE, PROMOTED, ROLLED_BACK, RUNNING, Rollout
 from rollout.store import Conflict, RolloutStore, new_event, now
 
@@ -34,9 +34,13 @@ def lease_name(service: str) -> str:
 
 async def write_share(store: RolloutStore, writer: FlagWriter, r: Rollout, percent: int, *, actor: str,
                       why: str) -> None:
-    """Set the rollout's gRPC share to `percent` and audit every flag that changed."""
-    before, after = await set_share(writer, r.service, r.method, grpc=percent)
-    await store.audit(audit.changes(before, after, actor=actor, target=writer.target, why=why, rollout_id=r.id))
+    """Set the rollout's gRPC share to `percent` and audit every flag that changes. The audit row is written first:
+    a process killed between the two leaves a recorded intent (which the next controller carries out and records
+    again), never a flag change nobody recorded."""
+    before = await asyncio.to_thread(writer.read)
+    planned = with_share(before, r.service, r.method, grpc=percent)
+    await store.audit(audit.changes(before, planned, actor=actor, target=writer.target, why=why, rollout_id=r.id))
+    await set_share(writer, r.service, r.method, grpc=percent)
 
 
 class Controller:

@@ -37,6 +37,20 @@ def share_of(flags: FlagsConfig, service: str, method: str) -> int:
     return svc.methods[method].grpc if method and method in svc.methods else svc.grpc
 
 
+def with_share(flags: FlagsConfig, service: str, method: str, grpc: int | None = None,
+               shadow: int | None = None) -> FlagsConfig:
+    """`flags` with the service's (or its method's) gRPC share and/or shadow share changed."""
+    svc = flags.services[service]
+    update: dict[str, Any] = {}
+    if grpc is not None and method:
+        update["methods"] = {**svc.methods, method: MethodFlags(grpc=grpc)}
+    elif grpc is not None:
+        update["grpc"] = grpc
+    if shadow is not None:
+        update["shadow"] = shadow
+    return FlagsConfig(kill_switch=flags.kill_switch, services={**flags.services, service: svc.model_copy(update=update)})
+
+
 class FileWriter:
     def __init__(self, path: Path) -> None:
         self.path = Path(path).absolute()
@@ -72,16 +86,7 @@ class UnleashWriter:
     def set_share(self, service: str, method: str, grpc: int | None = None,
                   shadow: int | None = None) -> tuple[FlagsConfig, FlagsConfig]:
         before = self.read()
-        svc = before.services[service]
-        update: dict[str, Any] = {}
-        if grpc is not None and method:
-            update["methods"] = {**svc.methods, method: MethodFlags(grpc=grpc)}
-        elif grpc is not None:
-            update["grpc"] = grpc
-        if shadow is not None:
-            update["shadow"] = shadow
-        after = FlagsConfig(kill_switch=before.kill_switch,
-                            services={**before.services, service: svc.model_copy(update=update)})
+        after = with_share(before, service, method, grpc, shadow)
         with self._admin() as admin:
             admin.push(after)
         return before, after
