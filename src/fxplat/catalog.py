@@ -131,7 +131,7 @@ def _entries() -> dict[str, ServiceEntry]:
             "Runs an analysis across market analysis, causal analysis and backtesting concurrently and stores the "
             "report, recording which transport served every component call.",
             ac_grpc.SERVICE, _analysis_coordinator, ac_grpc.methods, ac_rest.router,
-            ops_router=lambda ctx: status_page.router(ctx.flags, ctx.canary)),
+            ops_router=lambda ctx: status_page.router(ctx.flags, ctx.canary, ctx.data_dir)),
     }
 
 

@@ -420,16 +420,18 @@ def _flags_path(path: Optional[Path]) -> Path:
     return found
 
 
-def _edit_flags(path: Optional[Path], change) -> None:
+def _edit_flags(path: Optional[Path], change, reason: str = "") -> None:
     from adapters import flag_edit
-    from adapters.flag_schema import FlagsError
+    from adapters.flag_schema import FlagsError, parse_flags
 
     target = _flags_path(path)
     try:
-        flag_edit.edit(target, change)
+        before = parse_flags(target.read_text(encoding="utf-8"), str(target))
+        after = flag_edit.edit(target, change)
     except FlagsError as exc:
         _fail(f"refused, {target} unchanged:\n{exc}")
     typer.echo(f"updated {target}; running services follow within ~1 s")
+    _audit_flags(before, after, f"file:{target}", reason)
 
 
 @flags_app.command("set")
@@ -438,6 +440,7 @@ def flags_set(
     grpc: Annotated[Optional[int], typer.Option("--grpc", help="Percent of calls over gRPC, 0-100.")] = None,
     method: Annotated[Optional[str], typer.Option(help="Apply --grpc to this one method (gRPC name, e.g. GetCandles).")] = None,
     shadow: Annotated[Optional[int], typer.Option(help="Percent of read calls also sent to the other transport, 0-100.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the flag audit log).")] = "",
     flags: FlagsOpt = None,
 ) -> None:
     """Set a service's (or one method's) gRPC share and/or its shadow share. Comments in the file are kept; an
@@ -448,12 +451,13 @@ def flags_set(
         _fail("nothing to change: give --grpc PCT and/or --shadow PCT")
     if method and grpc is None:
         _fail("--method applies --grpc to one method: give --grpc PCT too")
-    _edit_flags(flags, flag_edit.set_service(service, grpc=grpc, method=method, shadow=shadow))
+    _edit_flags(flags, flag_edit.set_service(service, grpc=grpc, method=method, shadow=shadow), reason)
 
 
 @flags_app.command("kill-switch")
 def flags_kill_switch(
     state: Annotated[str, typer.Argument(help="on: every call of every service over REST, no shadow calls; off: flags as set.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the flag audit log).")] = "",
     flags: FlagsOpt = None,
 ) -> None:
     """Turn the global kill switch on or off."""
@@ -461,7 +465,7 @@ def flags_kill_switch(
 
     if state not in ("on", "off"):
         _fail(f"kill-switch takes on or off, not {state!r}")
-    _edit_flags(flags, flag_edit.set_kill_switch(state == "on"))
+    _edit_flags(flags, flag_edit.set_kill_switch(state == "on"), reason)
 
 
 @canary_app.command("report")
@@ -503,6 +507,272 @@ def db_upgrade(data_dir: DataDir = None) -> None:
     for item in done:
         change = f"version {item.before} -> {item.after}" if item.after != item.before else f"at version {item.after}"
         typer.echo(f"{item.component:<20} {change:<20} {item.database}")
+# --- rollout and migration (issue 14): progressive gRPC rollouts, the flag audit log, the migration status -----------
+rollout_app = typer.Typer(help="Move a service (or one method) to gRPC step by step, checked at every step; halt, roll "
+                               "back, promote. State and audit log in the platform's database.", no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
+migration_app = typer.Typer(help="Where the REST -> gRPC migration stands, per service and method.",
+                            no_args_is_help=True)
+app.add_typer(migration_app, name="migration")
+Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the timeline and the flag audit log).")]
+from rollout import model as _rollout_model  # noqa: E402 (stdlib only: cheap at start-up)
+
+_TH = _rollout_model.Thresholds()  # the documented defaults
+
+
+def _audit_flags(before, after, target: str, reason: str) -> None:
+    """Every flag a person changed goes to the audit log (who, when, old -> new, why)."""
+    from rollout import audit
+
+    entries = audit.changes(before, after, actor=audit.person(), target=target, why=reason)
+    try:
+        asyncio.run(audit.record(config.data_dir(None), entries))
+    except Exception as exc:  # the edit is made: say loudly that it went unrecorded
+        typer.secho(f"warning: flag change not written to the audit log: {type(exc).__name__}: {exc}", fg="yellow",
+                    err=True)
+
+
+def _rollout(work, data_dir: Optional[Path], *, source: bool = False):
+    """Run `work(store, source)` with the rollout store (and the metric source) open; rollout errors end the CLI."""
+    from adapters.flag_schema import FlagsError
+    from rollout.actions import RolloutError
+    from rollout.evidence import source_from_env
+    from rollout.prom import PrometheusError
+    from rollout.store import Conflict, RolloutStore
+
+    async def go():
+        path = config.data_dir(data_dir)
+        store = RolloutStore.for_data_dir(path)
+        src = source_from_env(path) if source else None
+        try:
+            return await work(store, src)
+        finally:
+            if src is not None:
+                await src.close()
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except (RolloutError, FlagsError, PrometheusError, Conflict, ValueError) as exc:
+        _fail(str(exc))
+
+
+@rollout_app.command("start")
+def rollout_start(
+    service: Annotated[str, typer.Argument(help="e.g. backtesting")],
+    method: Annotated[Optional[str], typer.Option(help="Roll out only this method (gRPC name, e.g. GetCandles).")] = None,
+    steps: Annotated[str, typer.Option(help="gRPC shares to step through, ending at 100.")] = "1,5,25,50,100",
+    interval: Annotated[str, typer.Option(help="How long each step is watched before its checks: 30s, 5m, 1h.")] = "5m",
+    max_failed_checks: Annotated[int, typer.Option(help="Failed checks (in all) that roll back to 0 %.")] = 2,
+    min_samples: Annotated[int, typer.Option(help="Shadow comparisons a step needs for parity.")] = _TH.min_samples,
+    max_mismatch_rate: Annotated[float, typer.Option(help="Shadow mismatches allowed, as a fraction.")] = _TH.max_mismatch_rate,
+    error_margin: Annotated[float, typer.Option(help="gRPC error rate may exceed REST's by this (fraction).")] = _TH.error_margin,
+    latency_factor: Annotated[float, typer.Option(help="gRPC p99 may be at most REST p99 times this.")] = _TH.latency_factor,
+    max_fallback_rate: Annotated[float, typer.Option(help="Fallbacks to REST per gRPC attempt (fraction).")] = _TH.max_fallback_rate,
+    max_breaker_opens: Annotated[int, typer.Option(help="Breakers seen open during a step.")] = _TH.max_breaker_opens,
+    shadow: Annotated[Optional[int], typer.Option(help="Also set the service's shadow share (percent) for parity.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Drive the rollout from here until it ends (the controller).")] = False,
+    tick: Annotated[str, typer.Option(help="With --wait: how often the controller looks.")] = "2s",
+    reason: Reason = "",
+    flags: FlagsOpt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Start a rollout: set the first step's share now; a controller (`fxplat rollout run`, or --wait) checks each
+    step after --interval and advances, halts, or rolls back after --max-failed-checks failed checks."""
+    from adapters.flags import find_flags_file
+    from rollout import actions, audit, flag_writers
+    from rollout.model import Thresholds, parse_duration, parse_steps
+
+    try:
+        step_list, interval_s, tick_s = parse_steps(steps), parse_duration(interval), parse_duration(tick, "--tick")
+        thresholds = Thresholds(min_samples, max_mismatch_rate, error_margin, latency_factor, max_fallback_rate,
+                                max_breaker_opens)
+        writer = flag_writers.from_env(find_flags_file(flags))
+    except ValueError as exc:
+        _fail(str(exc))
+
+    async def work(store, source):
+        from fxplat.calls import method_names
+
+        if method and service in config.SERVICES and method not in method_names(service):
+            raise actions.RolloutError(f"{service} has no method {method!r}; methods: "
+                                       f"{', '.join(method_names(service))}")
+        r = await actions.start(store, source, writer, service=service, method=method or "", steps=step_list,
+                                interval_s=interval_s, max_failed_checks=max_failed_checks, thresholds=thresholds,
+                                actor=audit.person(), why=reason, shadow=shadow)
+        typer.echo(f"rollout {r.id} of {r.target}: {r.percent} % on gRPC now ({writer.target}); next check at "
+                   f"{r.next_check_at:%H:%M:%S} UTC")
+        if wait:
+            await _drive(store, source, service, tick_s, rollout_id=r.id)
+            r = await store.get(r.id)
+            typer.echo(f"rollout {r.id} of {r.target}: {r.state} at {r.percent} %")
+        elif not wait:
+            typer.echo("a controller must drive it: `fxplat rollout run` (or start with --wait)")
+        return r
+
+    r = _rollout(work, data_dir, source=True)
+    if r.state == "rolled_back":
+        raise typer.Exit(1)
+
+
+async def _drive(store, source, service, tick_s: float, *, rollout_id=None, until_idle=False,
+                 lease_ttl_s: float = 30.0) -> None:
+    import signal
+
+    from rollout.controller import Controller
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    controller = Controller(store, source, lease_ttl_s=lease_ttl_s, say=lambda line: typer.echo(line, err=True))
+    typer.echo(f"controller {controller.holder} ({source.name}); Ctrl-C stops it, the rollout stays as stored",
+               err=True)
+    await controller.run(service=service, tick_s=tick_s, until_idle=until_idle, stop=stop, rollout_id=rollout_id)
+
+
+@rollout_app.command("run")
+def rollout_run(
+    service: Annotated[Optional[str], typer.Option(help="Drive only this service's rollout.")] = None,
+    tick: Annotated[str, typer.Option(help="How often to look at the rollouts.")] = "2s",
+    lease_ttl: Annotated[str, typer.Option(help="How long a lease outlives a controller that stopped renewing it "
+                                                "(then another controller takes over).")] = "30s",
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="Exit once no rollout is active.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The controller: reconcile every active rollout whose lease it holds (one controller per service at a time),
+    until Ctrl-C/SIGTERM. Restart it any time: it continues from the stored state."""
+    from rollout.model import parse_duration
+
+    try:
+        tick_s, ttl_s = parse_duration(tick, "--tick"), parse_duration(lease_ttl, "--lease-ttl")
+    except ValueError as exc:
+        _fail(str(exc))
+    if ttl_s < 2 * tick_s:
+        _fail(f"--lease-ttl ({lease_ttl}) must be at least twice --tick ({tick}): the lease is renewed every tick")
+    _rollout(lambda store, source: _drive(store, source, service, tick_s, until_idle=until_idle, lease_ttl_s=ttl_s),
+             data_dir, source=True)
+
+
+@rollout_app.command("status")
+def rollout_status(
+    service: Annotated[Optional[str], typer.Argument(help="Only this service.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The newest rollout of each service: state, share, step, failed checks, next check, the last analysis."""
+    from fxplat import rollout_view
+    from rollout.controller import lease_name, summary
+
+    async def work(store, _):
+        rollouts = await store.latest(service)
+        events = await store.events([r.id for r in rollouts])
+        checks = {e.rollout_id: e.checks for e in events if e.kind == "analysis"}
+        holders = {}
+        for r in rollouts:
+            held = await store.lease_holder(lease_name(r.service))
+            if held:
+                holders[r.service] = held[0]
+        return rollouts, checks, holders
+
+    rollouts, checks, holders = _rollout(work, data_dir)
+    if as_json:
+        typer.echo(json.dumps([summary(r) | {"controller": holders.get(r.service), "last_checks": checks.get(r.id, [])}
+                               for r in rollouts], indent=2))
+    else:
+        rollout_view.print_status(rollouts, checks, holders)
+
+
+def _person_action(action: str, service: str, reason: str, data_dir: Optional[Path]) -> None:
+    from rollout import actions, audit
+
+    async def work(store, source):
+        who = audit.person()
+        if action == "resume":
+            return await actions.resume(store, source, service, actor=who, why=reason)
+        return await getattr(actions, action)(store, service, actor=who, why=reason)
+
+    r = _rollout(work, data_dir, source=action == "resume")
+    typer.echo(f"rollout {r.id} of {r.target}: {r.state}, {r.percent} % on gRPC")
+
+
+@rollout_app.command("pause")
+def rollout_pause(service: Annotated[str, typer.Argument()], reason: Reason = "", data_dir: DataDir = None) -> None:
+    """Hold the rollout at its current share: no checks, no steps, until `resume`."""
+    _person_action("pause", service, reason, data_dir)
+
+
+@rollout_app.command("resume")
+def rollout_resume(service: Annotated[str, typer.Argument()], reason: Reason = "", data_dir: DataDir = None) -> None:
+    """Continue a paused rollout; the current step is watched afresh for one interval."""
+    _person_action("resume", service, reason, data_dir)
+
+
+@rollout_app.command("promote")
+def rollout_promote(service: Annotated[str, typer.Argument()], reason: Reason = "", data_dir: DataDir = None) -> None:
+    """Skip the remaining steps: 100 % on gRPC now, the rollout ends as promoted."""
+    _person_action("promote", service, reason, data_dir)
+
+
+@rollout_app.command("abort")
+def rollout_abort(service: Annotated[str, typer.Argument()], reason: Reason = "", data_dir: DataDir = None) -> None:
+    """Stop the rollout and send every call back to REST (0 %). For all services at once: `fxplat flags kill-switch on`."""
+    _person_action("abort", service, reason, data_dir)
+
+
+@rollout_app.command("history")
+def rollout_history(
+    service: Annotated[Optional[str], typer.Argument(help="Only this service.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Every rollout's timeline (starts, steps, each analysis with its checks, halts, rollbacks, a person's actions)
+    and the flag audit log (who changed which flag when, old -> new, why)."""
+    from fxplat import rollout_view
+
+    async def work(store, _):
+        rollouts = await store.rollouts_of(service)
+        events = await store.events([r.id for r in rollouts])
+        entries = await store.audit_log(flag_prefix=service)
+        return rollouts, events, entries
+
+    rollouts, events, entries = _rollout(work, data_dir)
+    if as_json:
+        typer.echo(json.dumps(rollout_view.history_json(rollouts, events, entries), indent=2))
+    else:
+        rollout_view.print_history(rollouts, events, entries)
+
+
+@migration_app.command("status")
+def migration_status(
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write the report as Markdown here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    since: Annotated[str, typer.Option(help="Shadow samples from how far back: 30m, 24h, 7d, or all.")] = "7d",
+    flags: FlagsOpt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Per service and method: is gRPC implemented (asked live: reflection and a probe call), parity evidence (shadow
+    samples, mismatch rate, last seen), the current share, the rollout state and the recommended next step."""
+    from fxplat import canary_report
+    from fxplat import migration_status as migration
+
+    try:
+        start = canary_report.since(since)
+    except ValueError as exc:
+        _fail(str(exc))
+    evaluator = _flags(flags)
+    try:
+        rows = asyncio.run(migration.collect(evaluator.snapshot().flags, config.data_dir(data_dir), start))
+    finally:
+        evaluator.close()
+    if markdown:
+        markdown.write_text(migration.to_markdown(rows, since), encoding="utf-8")
+        typer.echo(f"wrote {markdown}", err=True)
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        migration.print_table(rows)
+# --- end of rollout and migration ---------------------------------------------------------------------------------
 
 
 def main() -> None:  # pragma: no cover
