@@ -29,7 +29,10 @@ class EnvReads:
         self.trees = {path: ast.parse(path.read_text(), str(path)) for path in files}
         self.constants: dict[str, str] = {}  # module-level NAME = "literal", across modules (attribute access)
         self.module_constants: dict[Path, dict[str, str]] = {}
+        self.imported: dict[Path, set[str]] = {}  # names each module takes with `from x import NAME`
         for path, tree in self.trees.items():
+            self.imported[path] = {alias.asname or alias.name for node in ast.walk(tree)
+                                   if isinstance(node, ast.ImportFrom) for alias in node.names}
             mine = self.module_constants[path] = {}
             for node in tree.body:
                 if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
@@ -59,6 +62,8 @@ class EnvReads:
             return [self.module_constants[path][expr.id]]
         if isinstance(expr, ast.Attribute) and expr.attr in self.constants:
             return [self.constants[expr.attr]]
+        if isinstance(expr, ast.Name) and expr.id in self.constants and expr.id in self.imported[path]:
+            return [self.constants[expr.id]]  # `from module import NAME`
         if isinstance(expr, ast.JoinedStr):
             parts = []
             for value in expr.values:

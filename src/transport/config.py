@@ -292,6 +292,23 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("UNLEASH_ADMIN_TOKEN", "unset", "Unleash admin token for adapters.unleash_admin."),
     EnvVar("UNLEASH_PROJECT", "default", "Unleash project adapters.unleash_admin writes to."),
     EnvVar("UNLEASH_ENVIRONMENT", "development", "Unleash environment adapters.unleash_admin writes to."),
+    # processes (fxplat.supervisor)
+    EnvVar("FXPLAT_WORKERS", f"{DEFAULT_WORKERS}", "Processes serving each service on one port pair (SO_REUSEPORT).",
+           flag="--workers"),
+    EnvVar("PROMETHEUS_MULTIPROC_DIR", "unset (one process)", "Directory where worker processes keep their metrics so "
+           "/metrics sums them; the supervisor sets it when --workers is above 1.", read_by="prometheus-client"),
+    EnvVar("FXPLAT_READY_FD", "unset", "Internal: the pipe a child process reports readiness on (set by the "
+           "supervisor)."),
+    EnvVar("FXPLAT_REUSE_PORT", "unset", "Internal: the child shares its ports with other workers (set by the "
+           "supervisor)."),
+    EnvVar("FXPLAT_SUPERVISOR_PID", "unset", "Internal: the supervisor a child dies with (set by the supervisor)."),
+    EnvVar("FXPLAT_WORKER", "unset", "Internal: the worker number a child logs (set by the supervisor)."),
+    # rollouts (src/rollout)
+    EnvVar("PROMETHEUS_URL", "unset (the services' own /metrics and the canary store)", "Prometheus the rollout "
+           "controller, `fxplat migration status` and the status page query (PromQL over its HTTP API)."),
+    EnvVar("FXPLAT_METRICS_URLS", "unset", "Without PROMETHEUS_URL: more /metrics URLs (comma-separated) the rollout "
+           "checks read besides each service's own, e.g. a calling process's."),
+    EnvVar("FXPLAT_ACTOR", "the login name", "Who the flag audit log names for a change made from this shell."),
     # observability
     EnvVar("FXPLAT_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)."),
     EnvVar("FXPLAT_OTEL_EXPORTER", "off", "OpenTelemetry spans: off, console or otlp."),
