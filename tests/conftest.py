@@ -16,14 +16,7 @@ from transport.config import Endpoint
 from transport.auth import AuthConfig, MintedTokens
 from transport.client_factory import ClientFactory
 
-LOOPBACK = "127.0.0.1"
-ALL_GRPC = """kill_switch: false
-services:
-  market_analysis: {grpc: 100}
-  causal_analysis: {grpc: 100}
-  backtesting: {grpc: 100}
-  analysis_coordinator: {grpc: 100}
-"""
+from platform_consts import ALL_GRPC, LOOPBACK  # noqa: F401  (test modules take them from here too)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from adapters.flags import Flags
-from conftest import ALL_GRPC, LOOPBACK
+from platform_consts import ALL_GRPC, LOOPBACK
 from fxplat.catalog import CATALOG, BuildContext, build_host, scopes
 from transport.auth import AuthConfig, MintedTokens
 from transport.client_factory import ClientFactory
