@@ -72,10 +72,10 @@ def test_a_manifest_setting_a_variable_the_platform_does_not_read_fails(docs):
     docs = copy.deepcopy(docs)
     container = find(docs, "Deployment", "market-analysis")["spec"]["template"]["spec"]["containers"][0]
     container["env"] = [{"name": "FXPLAT_GRACE_SECONDS", "value": "10"}]  # a plausible misspelling
-    find(docs, "ConfigMap", "fxplat-settings")["data"]["FXPLAT_WORKER"] = "2"
+    find(docs, "ConfigMap", "fxplat-settings")["data"]["FXPLAT_WORKER_COUNT"] = "2"
     problems = validate.unknown_env(docs)
     assert any("FXPLAT_GRACE_SECONDS" in p and "Deployment/market-analysis" in p for p in problems), problems
-    assert sum("FXPLAT_WORKER," in p for p in problems) == len(config.SERVICES), problems  # every pod takes it
+    assert sum("FXPLAT_WORKER_COUNT," in p for p in problems) == len(config.SERVICES), problems  # every pod takes it
 
 
 def test_termination_grace_must_cover_prestop_drain_and_grace(docs):

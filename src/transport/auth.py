@@ -310,6 +310,14 @@ def _bearer(tokens: TokenSource) -> str:
     return f"Bearer {tokens()}"
 
 
+def _with_token(details, tokens: TokenSource):
+    """`details` with the bearer token added, unless the call brings its own `authorization`."""
+    metadata = details.metadata or grpc.aio.Metadata()
+    if "authorization" in metadata:
+        return details
+    return details._replace(metadata=grpc.aio.Metadata(*metadata, ("authorization", _bearer(tokens))))
+
+
 class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds `authorization` metadata to every unary call, unless the call brings its own."""
 
@@ -317,11 +325,7 @@ class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         self._tokens = tokens
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):
-        metadata = client_call_details.metadata or grpc.aio.Metadata()
-        if "authorization" not in metadata:
-            metadata = grpc.aio.Metadata(*metadata, ("authorization", _bearer(self._tokens)))
-            client_call_details = client_call_details._replace(metadata=metadata)
-        return await continuation(client_call_details, request)
+        return await continuation(_with_token(client_call_details, self._tokens), request)
 
 
 class BearerStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
@@ -331,11 +335,7 @@ class BearerStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         self._tokens = tokens
 
     async def intercept_unary_stream(self, continuation, client_call_details, request):
-        metadata = client_call_details.metadata or grpc.aio.Metadata()
-        if "authorization" not in metadata:
-            metadata = grpc.aio.Metadata(*metadata, ("authorization", _bearer(self._tokens)))
-            client_call_details = client_call_details._replace(metadata=metadata)
-        return await continuation(client_call_details, request)
+        return await continuation(_with_token(client_call_details, self._tokens), request)
 
 
 class BearerAuth(httpx.Auth):
