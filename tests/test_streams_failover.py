@@ -92,7 +92,7 @@ async def test_grpc_path_dies_under_16_streams_they_continue_over_sse_then_new_s
     try:
         async with FaultProxy("127.0.0.1", host.grpc_port) as proxy, ClientFactory() as factory:
             adapter = connect("market_analysis", Endpoint(host.rest_url, proxy.address), factory=factory,
-                              flags=grpc_flags, breaker=BreakerConfig(open_s=1.0))
+                              flags=grpc_flags, breaker=BreakerConfig(open_s=1.0, half_open_calls=1))
             consumers = [Consumer(adapter.stream_quotes(SYMBOLS)) for _ in range(16)]
             await wait_for(lambda: all(c.count >= 20 for c in consumers), 30, "16 streams flowing over gRPC")
             assert {c.stream.transport for c in consumers} == {"grpc"}
