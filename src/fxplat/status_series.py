@@ -60,7 +60,9 @@ def local_series(now: float | None = None) -> dict[str, dict[str, Any]]:
 async def prometheus_series(prom: Prometheus, now: float | None = None) -> dict[str, dict[str, Any]]:
     now = now or time.time()
     minutes = _minutes(now)
-    start, end = (datetime.fromtimestamp(t, timezone.utc) for t in (minutes[0], minutes[-1]))
+    # A point at t holds increase(...[1m]) over the minute *ending* at t, while bucket i is the minute starting at
+    # minutes[i]: ask for the ends (the last one lies ahead of now, so the minute under way shows what it has so far).
+    start, end = (datetime.fromtimestamp(t + STEP_S, timezone.utc) for t in (minutes[0], minutes[-1]))
     out = {name: _empty(minutes) for name in SERVICES}
     index = {t: i for i, t in enumerate(minutes)}
     codes = "|".join(TRANSPORT_ERROR_CODES)
@@ -71,7 +73,7 @@ async def prometheus_series(prom: Prometheus, now: float | None = None) -> dict[
             if s is None:
                 continue
             for t, v in values:
-                if (i := index.get(t)) is not None and v == v:  # NaN (no calls) stays empty
+                if (i := index.get(t - STEP_S)) is not None and v == v:  # NaN (no calls) stays empty
                     put(s, labels, i, v)
 
     def at(key: str, digits: int = 1):
