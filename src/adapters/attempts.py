@@ -67,47 +67,25 @@ async def hedge(primary: Callable[[], Awaitable[Any]], backup: Callable[[], Awai
     Returns ("primary" | "backup", result); raises the answer error, or the backup's error when neither answered.
     A primary that fails without an answer before the delay raises at once (the caller's fallback handles it).
 
-    The primary runs in the caller's own task, with only a timer beside it (no task, no wait set): most calls answer
-    before the delay, and this is their whole cost. A winning backup interrupts the primary by cancelling that task."""
-    loop = asyncio.get_running_loop()
-    me = asyncio.current_task()
-    assert me is not None
+    Each attempt runs in a task of its own: the caller's task is never cancelled to interrupt an attempt (Python 3.11's
+    Task.uncancel does not withdraw a cancel already delivered, so the caller's next await would raise)."""
+    first = asyncio.ensure_future(primary())
     second: asyncio.Task | None = None
-    won = False
-
-    def backup_done(task: asyncio.Task) -> None:
-        nonlocal won
-        if not task.cancelled() and (task.exception() is None or is_answer(task.exception())) and not won:
-            won = True
-            me.cancel()  # the backup answered: stop awaiting the primary
-
-    def fire() -> None:
-        nonlocal second
-        on_hedge()
-        second = loop.create_task(backup())
-        second.add_done_callback(backup_done)
-
-    timer = loop.call_later(delay, fire)
     try:
-        result = await primary()
-    except asyncio.CancelledError:
-        if not won:
-            raise  # the caller itself was cancelled
-        me.uncancel()
-        assert second is not None
-        return "backup", second.result()
-    except Exception as exc:
-        if second is None or is_answer(exc):
-            raise
-        if won:  # the backup's answer arrived while the primary failed: it wins
-            me.uncancel()
-            return "backup", second.result()
-        second.remove_done_callback(backup_done)
-        return "backup", await second  # the primary failed without an answer: the backup's outcome is the call's
+        done, _ = await asyncio.wait({first}, timeout=delay)
+        if done:
+            return "primary", first.result()
+        on_hedge()
+        second = asyncio.ensure_future(backup())
+        pending: set[asyncio.Future] = {first, second}
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=lambda t: t is not first):  # the primary's answer stands in a tie
+                error = task.exception()
+                if error is None or is_answer(error):
+                    return ("primary" if task is first else "backup"), task.result()
+        return "backup", second.result()  # neither answered: the backup's error is the call's
     finally:
-        timer.cancel()
-    if won:  # both finished in the same loop turn: the primary's answer stands, the pending cancel is withdrawn
-        me.uncancel()
-    if second is not None and not second.done():
-        second.cancel()
-    return "primary", result
+        for task in (first, second):
+            if task is not None and not task.done():
+                task.cancel()
