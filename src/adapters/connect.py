@@ -1,6 +1,7 @@
 """Build a service's flagged adapter from its endpoint: the one way callers (services, CLI, tests) get a client."""
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -52,6 +53,18 @@ def _kits() -> dict[str, ClientKit]:
 KITS = _kits()
 
 
+def _single_address(target: str) -> bool:
+    """An IP literal and port: one address (a balancer, a ClusterIP, one server), so there is nothing for the channel
+    to choose between, and a health Watch through an L7 balancer would only take a turn of its round robin and check
+    whichever replica it landed on. Names and address lists keep client-side health checking."""
+    host = target.rpartition(":")[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def connect(service: str, endpoint: Endpoint, *, factory: ClientFactory, flags: Any, caller: str = "",
             grpc_enabled: bool = True, force: str | None = None, breaker: BreakerConfig | None = None,
             budget_s: float | None = None, shadower: Shadower | None = None, health_check: bool = True):
@@ -61,8 +74,8 @@ def connect(service: str, endpoint: Endpoint, *, factory: ClientFactory, flags: 
     NOT_SERVING (draining)."""
     kit = KITS[service]
     settings = resilience.for_service(service)
-    grpc_impl = kit.grpc_client(factory.channel(endpoint.grpc_target,
-                                                  health_service=kit.full_name if health_check else None)) \
+    health = kit.full_name if health_check and not _single_address(endpoint.grpc_target) else None
+    grpc_impl = kit.grpc_client(factory.channel(endpoint.grpc_target, health_service=health)) \
         if grpc_enabled else None
     rest_impl = kit.rest_client(factory.http(endpoint.rest_url))
     guard = AsyncBreaker(service, endpoint.grpc_target, is_failure=transport_failure,
