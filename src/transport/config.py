@@ -156,7 +156,7 @@ def _bytes(name: str, default: int) -> int:
 
 
 def input_limits() -> InputLimits:
-    """FXPLAT_MAX_BODY_BYTES (REST body and gRPC request message), FXPLAT_MAX_HEADER_BYTES (REST headers together),
+    """FXPLAT_MAX_BODY_BYTES (REST body and gRPC request message), FXPLAT_MAX_HEADER_BYTES (REST headers together, gRPC metadata),
     FXPLAT_MAX_TOKEN_BYTES (bearer token)."""
     return InputLimits(_bytes("FXPLAT_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
                        _bytes("FXPLAT_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES),
@@ -242,7 +242,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("FXPLAT_MAX_BODY_BYTES", f"{DEFAULT_MAX_BODY_BYTES}", "Largest REST request body and gRPC request message "
            "(bytes); larger ones are refused 413 / RESOURCE_EXHAUSTED before they are read."),
     EnvVar("FXPLAT_MAX_HEADER_BYTES", f"{DEFAULT_MAX_HEADER_BYTES}", "Largest total size of a REST request's "
-           "headers (bytes); larger ones are refused 431."),
+           "headers (refused 431) and of a gRPC call's metadata (RESOURCE_EXHAUSTED), in bytes."),
     EnvVar("FXPLAT_MAX_TOKEN_BYTES", f"{DEFAULT_MAX_TOKEN_BYTES}", "Largest bearer token (bytes) either transport "
            "accepts."),
     EnvVar("FXPLAT_MAX_CONNECTION_AGE_S", f"{DEFAULT_MAX_CONNECTION_AGE_S:g}", "Seconds after which a gRPC server "

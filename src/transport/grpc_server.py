@@ -149,9 +149,14 @@ async def create_server(
     # end after a configured age (plus time for their calls to finish): clients then reconnect and re-resolve the
     # name, so a replica added under it gets its share without anyone restarting.
     age_ms = int(config.max_connection_age_s() * 1000)
+    limits_ = config.input_limits()
     server = grpc.aio.server(options=[*SERVER_OPTIONS,
                                       ("grpc.so_reuseport", int(reuse_port)),
-                                      ("grpc.max_receive_message_length", config.input_limits().body_bytes),
+                                      ("grpc.max_receive_message_length", limits_.body_bytes),
+                                      # gRPC core rejects metadata between its soft (8 KiB) and hard (16 KiB) default
+                                      # limits at random, before any interceptor: one fixed limit, ours, instead.
+                                      ("grpc.max_metadata_size", limits_.header_bytes),
+                                      ("grpc.absolute_max_metadata_size", limits_.header_bytes),
                                       ("grpc.max_connection_age_ms", age_ms),
                                       ("grpc.max_connection_age_grace_ms", int(config.grace_s() * 1000))])
     server.add_generic_rpc_handlers(list(services.values()))
