@@ -49,6 +49,10 @@ def _target(replicas: list[Replica]) -> str:
     return "ipv4:" + ",".join(f"{r.host}:{r.grpc_port}" for r in replicas)
 
 
+def _roots(replicas: list[Replica]) -> str:
+    return ",".join(r.rest_url for r in replicas)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 async def test_an_ipv4_list_spreads_calls_and_a_killed_replica_loses_none(tmp_path, flags):
@@ -110,19 +114,17 @@ async def test_a_draining_replica_keeps_serving_then_exits_0_and_loses_no_call(t
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # 8 processes started twice: ~1 min on an idle 2-core box, many on a busy one
-@pytest.mark.skip(reason="issue 11, open: without a balancer in front, REST has one replica's URL, and calls that fall "
-                         "back while that replica restarts fail (174 in CI on 2026-11-27); the fleet tier's rolling "
-                         "restart behind HAProxy covers the same acceptance point and passes")
 async def test_rolling_restart_of_every_service_fails_no_call_and_replays_no_write(tmp_path, flags):
-    """Two replicas of each service, each in its own process; the services reach each other through ipv4: lists.
-    Under load, every replica in turn gets SIGTERM (drain 1 s) and is started again once it exited 0."""
+    """Two replicas of each service, each in its own process, no balancer in front: the services and the callers
+    reach them through ipv4: lists (gRPC) and lists of both REST roots (REST). Under load, every replica in turn
+    gets SIGTERM (drain 1 s) and is started again once it exited 0."""
     services = ("market_analysis", "causal_analysis", "backtesting", "analysis_coordinator")
     env: dict[str, str] = {"FXPLAT_DRAIN_DELAY_S": "1", "FXPLAT_GRACE_S": "5"}
     groups: dict[str, list[Replica]] = {}
     for name in services:
         groups[name] = _replicas(name, tmp_path, flags[0])
         env[f"FXPLAT_{name.upper()}_GRPC_TARGET"] = _target(groups[name])
-        env[f"FXPLAT_{name.upper()}_REST_URL"] = groups[name][1].rest_url
+        env[f"FXPLAT_{name.upper()}_REST_URL"] = _roots(groups[name])
     every = [r for group in groups.values() for r in group]
     for r in every:
         r.env.update(env)
@@ -132,7 +134,7 @@ async def test_rolling_restart_of_every_service_fails_no_call_and_replays_no_wri
                 r.start()
             await asyncio.gather(*(r.ready() for r in groups[name]))
         async with ClientFactory() as factory:
-            client = {name: connect(name, Endpoint(groups[name][1].rest_url, _target(groups[name])),
+            client = {name: connect(name, Endpoint(_roots(groups[name]), _target(groups[name])),
                                     factory=factory, flags=flags[1], caller="gray-rolling") for name in services}
             writes: list[str] = []
 

@@ -214,7 +214,7 @@ def source_from_env(data_dir: Path | None) -> MetricSource:
     url = prom.url_from_env()
     if url:
         return PrometheusSource(url)
-    urls = [f"{config.endpoint(s).rest_url}/metrics" for s in config.SERVICES]
+    urls = [f"{root}/metrics" for s in config.SERVICES for root in config.endpoint(s).rest_urls]
     urls += [u.strip() for u in os.environ.get(METRICS_URLS_ENV, "").split(",") if u.strip()]
     return LocalSource(urls, CanaryStore(canary.database_url(data_dir)))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import httpx
 
+from transport import config, rest_balance
 from transport.auth import BearerAuth, BearerInterceptor, BearerStreamInterceptor, TokenSource
 from transport.grpc_server import MAX_MESSAGE_BYTES
 
@@ -93,7 +94,9 @@ class ClientFactory:
         return self._channels[key]
 
     def http(self, base_url: str) -> httpx.AsyncClient:
-        """A shared keep-alive HTTP client for one service root (verifies TLS with the configured CA bundle)."""
+        """A shared keep-alive HTTP client for one service root (verifies TLS with the configured CA bundle).
+        `base_url` may list several replicas' roots, comma-separated: requests then spread over them and skip one
+        that refuses (transport.rest_balance)."""
         if base_url not in self._http:
             verify: object = True
             if self._ca is not None:
@@ -101,8 +104,14 @@ class ClientFactory:
 
                 verify = ssl.create_default_context(cadata=self._ca.decode())
             auth = BearerAuth(self.token_source) if self.token_source else None
-            self._http[base_url] = httpx.AsyncClient(base_url=base_url, limits=self._limits, timeout=self._timeout,
-                                                     verify=verify, auth=auth)
+            bases = config.split_rest_url(base_url)
+            transport = None
+            if len(bases) > 1:
+                transport = rest_balance.SpreadTransport(
+                    bases, httpx.AsyncHTTPTransport(verify=verify, limits=self._limits))
+            self._http[base_url] = httpx.AsyncClient(base_url=bases[0] if bases else base_url, limits=self._limits,
+                                                     timeout=self._timeout, verify=verify, auth=auth,
+                                                     transport=transport)
         return self._http[base_url]
 
     async def close(self) -> None:

@@ -119,8 +119,18 @@ def tls_on() -> bool:
 
 @dataclass(frozen=True)
 class Endpoint:
-    rest_url: str  # e.g. http://127.0.0.1:8001 (https:// with TLS)
+    rest_url: str  # e.g. http://127.0.0.1:8001 (https:// with TLS); replicas' roots comma-separated
     grpc_target: str  # e.g. 127.0.0.1:50051 or dns:///market.ns.svc:50051
+
+    @property
+    def rest_urls(self) -> list[str]:
+        """Each REST root `rest_url` lists (one, unless replicas are listed without a balancer in front)."""
+        return split_rest_url(self.rest_url)
+
+
+def split_rest_url(rest_url: str) -> list[str]:
+    """The REST roots a REST URL setting lists, in order, without trailing slashes."""
+    return [u.strip().rstrip("/") for u in rest_url.split(",") if u.strip()]
 
 
 def endpoint(service: str) -> Endpoint:
@@ -228,7 +238,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("FXPLAT_<SERVICE>_REST_PORT", _per_service(0), "REST port of the service.", flag="--rest-port"),
     EnvVar("FXPLAT_<SERVICE>_GRPC_PORT", _per_service(1), "gRPC port of the service.", flag="--grpc-port"),
     EnvVar("FXPLAT_<SERVICE>_REST_URL", "http://FXPLAT_HOST:<REST port> (https:// with TLS)",
-           "Base URL callers reach the service's REST API at (a Kubernetes ClusterIP Service, a load balancer)."),
+           "Base URL callers reach the service's REST API at (a Kubernetes ClusterIP Service, a load balancer), or several "
+           "replicas' base URLs comma-separated: calls then take them in turn and skip one that refuses."),
     EnvVar("FXPLAT_<SERVICE>_GRPC_TARGET", "FXPLAT_HOST:<gRPC port>",
            "gRPC target callers dial; dns:///name:port resolves every address and balances calls round_robin "
            "(a headless Service)."),
