@@ -16,25 +16,13 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 
-say() { echo "fleet tier: $*"; }
-die() {
-  echo "fleet tier: FAILED: $*" >&2
-  exit 1
-}
-elapsed() { echo "$((SECONDS - T0))s"; }
-T0=$SECONDS
+TIER=fleet
+. scripts/lib/tier.sh
 
 [ -x "$PYTHON" ] || die "no $PYTHON: run 'bash scripts/install.sh' first"
 
 # --- HAProxy and PostgreSQL (Debian's packages) ----------------------------------------------------------------------
-if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
-  [ "$(id -u)" = 0 ] || die "HAProxy is not installed and installing it needs root: apt-get install haproxy"
-  say "installing HAProxy (apt-get install haproxy)"
-  apt-get update -qq || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null \
-    || die "apt-get install haproxy failed"
-fi
-export PATH=$PATH:/usr/sbin
+apt_need haproxy haproxy
 say "$(haproxy -v | head -n 1)"
 . scripts/lib/postgres.sh
 pg_install
@@ -81,16 +69,5 @@ if [ "$status" != 0 ]; then
     [ -s "$log" ] && { echo "--- last lines of $(basename "$log")" >&2; tail -n 15 "$log" >&2; }
   done
 fi
-[ "$status" = 5 ] && die "pytest collected no test in tests/fleet"
-[ "$status" = 0 ] || die "pytest exited $status"
-"$PYTHON" - "$WORK/junit.xml" <<'PY' || die "the tier must run every test: none skipped, at least one run"
-import sys
-import xml.etree.ElementTree as ET
-
-suite = ET.parse(sys.argv[1]).getroot()
-suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-counts = {key: int(suite.get(key, 0)) for key in ("tests", "skipped", "failures", "errors")}
-print(f"fleet tier: junit {counts}")
-sys.exit(0 if counts["tests"] > 0 and counts["skipped"] == counts["failures"] == counts["errors"] == 0 else 1)
-PY
+tier_verdict "$status" "$WORK/junit.xml"
 say "PASSED ($(elapsed))"

@@ -17,27 +17,13 @@ PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
 FXPLAT=${FXPLAT:-$ROOT/.venv/bin/fxplat}
 START_TIMEOUT=${PROMETHEUS_TIER_START_TIMEOUT:-90}
 
-say() { echo "prometheus tier: $*"; }
-die() {
-  echo "prometheus tier: FAILED: $*" >&2
-  exit 1
-}
-T0=$SECONDS
-elapsed() { echo "$((SECONDS - T0))s"; }
+TIER=prometheus
+. scripts/lib/tier.sh
 
 [ -x "$PYTHON" ] && [ -x "$FXPLAT" ] || die "no $PYTHON / $FXPLAT: run 'bash scripts/install.sh' first"
-free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # --- Prometheus (Debian's package) -----------------------------------------------------------------------------------
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-  say "installing prometheus (apt-get install prometheus)"
-  $sudo apt-get update -qq || die "apt-get update failed"
-  # The package's postinst may try to start a service; there is no init here, and we start our own instance anyway.
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-    || die "apt-get install prometheus failed"
-fi
-command -v prometheus >/dev/null && command -v promtool >/dev/null || die "prometheus/promtool not on PATH after install"
+apt_need prometheus prometheus promtool
 say "$(prometheus --version 2>&1 | head -n 1)"
 
 # --- the rules: syntax, then their unit tests (a firing and a non-firing case per alert) ----------------------------
@@ -156,16 +142,5 @@ set +e
 "$PYTHON" -m pytest tests/prometheus -m prometheus -p no:cacheprovider -rA --junitxml="$WORK/junit.xml"
 status=$?
 set -e
-[ "$status" = 5 ] && die "pytest collected no test in tests/prometheus"
-[ "$status" = 0 ] || die "pytest exited $status"
-"$PYTHON" - "$WORK/junit.xml" <<'PY' || die "the tier must run every test: none skipped, at least one run"
-import sys
-import xml.etree.ElementTree as ET
-
-suite = ET.parse(sys.argv[1]).getroot()
-suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-counts = {key: int(suite.get(key, 0)) for key in ("tests", "skipped", "failures", "errors")}
-print(f"prometheus tier: junit {counts}")
-sys.exit(0 if counts["tests"] > 0 and counts["skipped"] == counts["failures"] == counts["errors"] == 0 else 1)
-PY
+tier_verdict "$status" "$WORK/junit.xml"
 say "PASSED ($(elapsed))"

@@ -6,18 +6,14 @@
 #   pg_stop                stop the cluster (immediate: it is thrown away); safe to call when none runs
 #   pg_log_tail            the last lines of the server log (for a failure message)
 #
-# The caller defines say and die, and PYTHON (used to pick a free port).
+# The caller sources scripts/lib/tier.sh first (say, die, free_port, apt_install).
 
 pg_bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
 pg_install() {
   PG_BIN=$(pg_bin_dir)
   if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ] || [ ! -x "$PG_BIN/pg_ctl" ]; then
-    [ "$(id -u)" = 0 ] || die "PostgreSQL is not installed and installing it needs root: apt-get install postgresql"
-    say "installing PostgreSQL (apt-get install postgresql)"
-    apt-get update -qq || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null \
-      || die "apt-get install postgresql failed"
+    apt_install postgresql
     PG_BIN=$(pg_bin_dir)
     [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] || die "postgresql installed, but no initdb under /usr/lib/postgresql/*/bin"
   fi
