@@ -33,7 +33,7 @@ pg_start() {
   PG_LOG=$dir/postgres.log
   chmod 755 "$dir"
   [ "$(id -u)" = 0 ] && chown postgres: "$dir"
-  PG_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  PG_PORT=$(free_port)
   as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
   # Loopback TCP only (the socket lives in the throwaway directory); durability is worthless for a throwaway cluster.
