@@ -181,6 +181,7 @@ def test_zero_and_hundred_percent(tmp_path: Path) -> None:
     assert grpc_share(flags, "market_analysis") == 1
     assert grpc_share(flags, "backtesting", "RunBacktest") == 0
     assert not any(flags.shadow("backtesting", "GetBacktest") for _ in range(200))
+    assert not flags.may_shadow()  # a service process then does not start its shadow worker
 
 
 def test_request_key_rollout_is_a_share_of_keys_and_sticks_per_key(tmp_path: Path) -> None:
@@ -235,10 +236,12 @@ def test_kill_switch_sends_everything_over_rest_and_stops_shadowing(tmp_path: Pa
     assert grpc_share(flags, "market_analysis", "GetCandles") == 0
     assert grpc_share(flags, "market_analysis", "ComputeIndicators") == 0
     assert not any(flags.shadow("market_analysis", "GetCandles") for _ in range(200))
+    assert not flags.may_shadow()
 
 
 def test_shadow_share_follows_its_percent(tmp_path: Path) -> None:
     flags = flags_from(tmp_path, "services:\n  market_analysis: {grpc: 100, shadow: 10}\n")
+    assert flags.may_shadow()
     calls = 2000
     assert 0.07 <= sum(flags.shadow("market_analysis", "GetCandles") for _ in range(calls)) / calls <= 0.13
 

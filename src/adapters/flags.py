@@ -133,6 +133,10 @@ class Flags:
         feature = _feature_of(self._shadow_features, service)
         return self._client.is_enabled(feature, _context(service, method, "", key))
 
+    def may_shadow(self) -> bool:
+        """False when flags.yaml shadows no service now; always True in server mode (the server may at any time)."""
+        return bool(self._server_url) or any(r.percent > 0 for r in self._local.shadow.values())
+
     def snapshot(self) -> FlagsSnapshot:
         return self._snapshot
 

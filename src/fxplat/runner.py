@@ -63,7 +63,8 @@ async def serve(names: list[str], *, host: str, data_dir: Path, flags: Flags, au
         store = CanaryStore(canary_url(data_dir))
         shadower = Shadower(store.record, ShadowWorker(factory))
         try:
-            await shadower.start()
+            if flags.may_shadow():  # else the first shadow call starts the worker, if flags ever ask for one
+                await shadower.start()
             ctx = BuildContext(data_dir, factory, flags, grpc_enabled=grpc_enabled, auth=auth, tls=tls,
                                shadower=shadower, canary=store)
             hosts = await start_services(names, ctx, host=host, grpc_enabled=grpc_enabled, ports=ports)
