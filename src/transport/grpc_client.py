@@ -42,7 +42,8 @@ async def unary(stub_method, request, *, metadata: tuple[tuple[str, str], ...] =
     if rid := context.request_id.get():
         md.append(("x-request-id", rid))
     # A multicallable knows its path ('/forex.x.v1.XService/Method') only privately; it names the span.
-    with tracing.client_span(getattr(stub_method, "_method", b"").decode().lstrip("/"), "grpc") as trace_headers:
+    name = getattr(stub_method, "_method", b"").decode().lstrip("/") if tracing.enabled() else ""
+    with tracing.client_span(name, "grpc") as trace_headers:
         md.extend(trace_headers.items())
         call = stub_method(request, timeout=timeout, metadata=md)
         if (hold := interrupt.get()) is not None:
