@@ -237,6 +237,10 @@ async def test_stuck_grpc_read_is_answered_over_rest_within_the_budget(own_host,
         assert time.monotonic() - start < 1.0  # hedged at half the budget, answered by REST, nothing waits longer
         rec = last_call.get()
         assert rec.transport == "rest" and rec.fallback_reason == "hedge" and rec.code == "OK"
+        # The stuck attempt was stopped by cancelling its gRPC call, not the caller's task: nothing is left pending
+        # that would kill the caller's next await.
+        await asyncio.sleep(0.05)
+        assert asyncio.current_task().cancelling() == 0
     assert served("rest") == rest_before + 1
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.resilience import (ADAPT_FACTOR, ADAPT_FLOOR, ADAPT_MIN_SAMPLES, ATTEMPT_SHARE, HEDGE_FACTOR, HEDGE_MIN_S,
                                  HEDGE_TOKEN_RATIO, HEDGE_TOKENS, Kind)
+from transport import grpc_client
 
 _SAMPLES = 64  # recent successful calls per method
 _EVERY = 16  # re-derive the bound every this many samples (sorting 64 floats is cheap, but not per call)
@@ -63,29 +64,48 @@ class AttemptBounds:
 async def hedge(primary: Callable[[], Awaitable[Any]], backup: Callable[[], Awaitable[Any]], delay: float,
                 is_answer: Callable[[BaseException], bool], on_hedge: Callable[[], None]) -> tuple[str, Any]:
     """Await `primary()`; if it has not finished after `delay` seconds, start `backup()` too. The first to finish with
-    an answer (a result, or an error `is_answer` accepts: the service's own verdict) wins and the other is cancelled.
+    an answer (a result, or an error `is_answer` accepts: the service's own verdict) wins and the other is stopped.
     Returns ("primary" | "backup", result); raises the answer error, or the backup's error when neither answered.
     A primary that fails without an answer before the delay raises at once (the caller's fallback handles it).
 
-    Each attempt runs in a task of its own: the caller's task is never cancelled to interrupt an attempt (Python 3.11's
-    Task.uncancel does not withdraw a cancel already delivered, so the caller's next await would raise)."""
-    first = asyncio.ensure_future(primary())
+    The common case costs no task: the primary (a gRPC phase) runs inline in the caller's task, and only the backup,
+    once the delay has passed, gets a task of its own. A backup that answers first stops the primary by cancelling its
+    gRPC call (transport.grpc_client.Interrupt), never the caller's task (see Interrupt for why)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    hold = grpc_client.Interrupt()
     second: asyncio.Task | None = None
-    try:
-        done, _ = await asyncio.wait({first}, timeout=delay)
-        if done:
-            return "primary", first.result()
+
+    def backup_done(t: asyncio.Task) -> None:
+        if not t.cancelled() and (t.exception() is None or is_answer(t.exception())):
+            hold.fire()  # the backup answered: stop the primary
+
+    def start_backup() -> None:
+        nonlocal second
         on_hedge()
-        second = asyncio.ensure_future(backup())
-        pending: set[asyncio.Future] = {first, second}
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in sorted(done, key=lambda t: t is not first):  # the primary's answer stands in a tie
-                error = task.exception()
-                if error is None or is_answer(error):
-                    return ("primary" if task is first else "backup"), task.result()
-        return "backup", second.result()  # neither answered: the backup's error is the call's
+        second = loop.create_task(backup())
+        second.add_done_callback(backup_done)
+
+    timer = loop.call_later(delay, start_backup)  # scheduled before the hold is set: the backup's context lacks it
+    token = grpc_client.interrupt.set(hold)
+    try:
+        try:
+            return "primary", await primary()  # its answer stands in a tie
+        except asyncio.CancelledError:
+            if not hold.fired or (task is not None and task.cancelling()):
+                raise  # the caller itself was cancelled
+            assert second is not None and second.done()
+            return "backup", second.result()  # the backup answered (a result, or its answer error)
+        except BaseException as exc:
+            if second is None or is_answer(exc) or not isinstance(exc, Exception):
+                raise
+        # The primary failed without an answer after the backup started: the backup's outcome is the call's.
+        grpc_client.interrupt.reset(token)
+        token = None
+        return "backup", await second
     finally:
-        for task in (first, second):
-            if task is not None and not task.done():
-                task.cancel()
+        timer.cancel()
+        if token is not None:
+            grpc_client.interrupt.reset(token)
+        if second is not None and not second.done():
+            second.cancel()

@@ -115,6 +115,14 @@ class FlaggedCaller(Generic[Impl]):
     endpoint: Endpoint | None = None  # where the shadow worker reaches the other transport
     kinds: dict[str, resilience.Kind] = field(default_factory=lambda: dict(resilience.KINDS))
     bounds: attempts.AttemptBounds = field(default_factory=attempts.AttemptBounds)
+    _children: dict = field(default_factory=dict, repr=False)  # metric children bound once per label values
+
+    def _child(self, metric, *labels: str):
+        """`metric.labels(self.service, *labels)`, bound once: `.labels()` per call costs a lock and a tuple build."""
+        child = self._children.get((metric, labels))
+        if child is None:  # methods, transports and codes are finite, so this table is too
+            child = self._children[(metric, labels)] = metric.labels(self.service, *labels)
+        return child
 
     async def call(self, method: str, client_method: str, *args: Any, key: str | None = None) -> Any:
         """RPC `method`, made as `client.<client_method>(*args)` on the client of the transport it gets."""
@@ -123,7 +131,7 @@ class FlaggedCaller(Generic[Impl]):
         start = time.perf_counter()
         key = key if key is not None else routing_key.get()
         use_grpc = self.use_grpc(method, key)
-        CLIENT_CHOICES.labels(self.service, method, "grpc" if use_grpc else "rest").inc()
+        self._child(CLIENT_CHOICES, method, "grpc" if use_grpc else "rest").inc()
         shadowed = self._shadow(method, key, use_grpc, client_method, args)
 
         def invoke(client: Impl) -> Awaitable[Any]:
@@ -148,10 +156,10 @@ class FlaggedCaller(Generic[Impl]):
         finally:
             record.latency_s = time.perf_counter() - start
             RECENT_CALLS.append(record)
-            CLIENT_CALLS.labels(self.service, method, record.transport or "none", record.code,
-                                "true" if record.fell_back else "false").inc()
+            self._child(CLIENT_CALLS, method, record.transport or "none", record.code,
+                        "true" if record.fell_back else "false").inc()
             if record.transport:
-                CLIENT_LATENCY.labels(self.service, method, record.transport).observe(record.latency_s)
+                self._child(CLIENT_LATENCY, method, record.transport).observe(record.latency_s)
             if shadowed is not None:
                 shadowed.set_result(Outcome(result, record.code, record.latency_s))
 

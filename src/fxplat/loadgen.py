@@ -58,14 +58,40 @@ def percentile(sorted_ms: list[float], q: float) -> float | None:
     return sorted_ms[lo] + (sorted_ms[hi] - sorted_ms[lo]) * (pos - lo)
 
 
+def _descendants(pid: int) -> list[int]:
+    """The live children of `pid`, their children, and so on (Linux /proc)."""
+    found, todo = [], [pid]
+    while todo and len(found) < 1000:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process `pid` so far (Linux /proc), None when unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()  # after the command name, which may hold spaces
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+    """User + system CPU time so far of process `pid` and its live descendants (`fxplat up` serves from worker
+    processes under a supervisor), None when `pid` is unreadable (Linux /proc)."""
+    total = 0.0
+    for i, p in enumerate([pid, *_descendants(pid)]):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()  # after the command name, which may hold spaces
+        except OSError:
+            if i == 0:
+                return None
+            continue  # a child that exited meanwhile
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class LoadGenerator:

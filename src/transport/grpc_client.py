@@ -2,10 +2,33 @@
 forwards the request id and trace context (in a CLIENT span) and turns RpcErrors into domain errors."""
 from __future__ import annotations
 
+import contextvars
+
 import grpc
 
 from services.common import errors as E
 from transport import context, errors, tracing
+
+
+class Interrupt:
+    """A hold on the gRPC calls made in a context, for a hedge that runs its primary inline in the caller's task:
+    `fire()` cancels the call under way (and any started after), and grpc.aio raises CancelledError from it. The
+    caller's task is never cancelled: on Python 3.11 a task cancel that meets a call finishing in the same loop turn
+    stays pending (Task.uncancel does not withdraw it) and kills the caller's next await."""
+
+    __slots__ = ("call", "fired")
+
+    def __init__(self) -> None:
+        self.call = None
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        if self.call is not None:
+            self.call.cancel()
+
+
+interrupt: contextvars.ContextVar[Interrupt | None] = contextvars.ContextVar("fxplat_grpc_interrupt", default=None)
 
 
 async def unary(stub_method, request, *, metadata: tuple[tuple[str, str], ...] = ()):
@@ -19,9 +42,15 @@ async def unary(stub_method, request, *, metadata: tuple[tuple[str, str], ...] =
     if rid := context.request_id.get():
         md.append(("x-request-id", rid))
     # A multicallable knows its path ('/forex.x.v1.XService/Method') only privately; it names the span.
-    with tracing.client_span(getattr(stub_method, "_method", b"").decode().lstrip("/"), "grpc") as trace_headers:
+    name = getattr(stub_method, "_method", b"").decode().lstrip("/") if tracing.enabled() else ""
+    with tracing.client_span(name, "grpc") as trace_headers:
         md.extend(trace_headers.items())
+        call = stub_method(request, timeout=timeout, metadata=md)
+        if (hold := interrupt.get()) is not None:
+            hold.call = call
+            if hold.fired:
+                call.cancel()
         try:
-            return await stub_method(request, timeout=timeout, metadata=md)
+            return await call
         except grpc.aio.AioRpcError as exc:
             raise errors.from_grpc_error(exc) from None

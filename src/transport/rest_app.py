@@ -226,8 +226,10 @@ def _document_400_not_422(app: FastAPI) -> None:
 
 def create_app(service: str, title: str, description: str, version: str = "1.0.0") -> FastAPI:
     # No slash redirects: a 307 to another path is not an answer a client of an RPC-shaped API can act on.
+    # No FastAPI native telemetry: transport.tracing makes the server span (alike on both transports) and
+    # transport.metrics counts; FastAPI's would double them, and asks the OTel providers on every request even when off.
     app = FastAPI(title=title, description=description, version=version, default_response_class=JSONBytes,
-                  redirect_slashes=False)
+                  redirect_slashes=False, telemetry={"tracing": False, "metrics": False, "logs": False})
 
     @app.exception_handler(E.DomainError)
     async def _domain(_: Request, exc: E.DomainError) -> Response:
@@ -260,8 +262,14 @@ def create_app(service: str, title: str, description: str, version: str = "1.0.0
 
 # --- JSON conventions shared by every REST skin and client ------------------------------------------------------
 
+_VECTOR_FROM = 512  # numpy's datetime_as_string has a fixed cost that a short page never earns back
+
+
 def iso_times(unix: np.ndarray | list[int]) -> list[str]:
-    """int64 unix seconds -> ISO-8601 UTC strings ('2025-01-02T13:00:00Z'), vectorised."""
+    """int64 unix seconds -> ISO-8601 UTC strings ('2025-01-02T13:00:00Z'), vectorised for long arrays."""
+    if len(unix) < _VECTOR_FROM:
+        values = unix.tolist() if isinstance(unix, np.ndarray) else unix
+        return [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in values]
     return [s + "Z" for s in np.datetime_as_string(np.asarray(unix, dtype="datetime64[s]"), unit="s").tolist()]
 
 
