@@ -1,7 +1,7 @@
 """Write (or --check) the API reference in docs/api/: one Markdown page per proto package, from the protos' descriptors
 with source info (comments), and from the live code for what the protos do not say.
 
-    python scripts/gen_api_docs.py          # regenerate docs/api/*.md
+    python scripts/gen_api_docs.py          # regenerate docs/api/*.md and google-rpc-errors.json
     python scripts/gen_api_docs.py --check  # exit 1 if a committed page differs (CI)
 
 Where each fact comes from:
@@ -12,6 +12,9 @@ Where each fact comes from:
                                              table (GrpcMethod.scope), as fxplat.catalog builds them
   examples                                   docs/api/examples.yaml (one protobuf-JSON request per RPC); the REST
                                              request is the one the service's own REST client sends for it
+  google-rpc-errors.json                     the google.rpc error types the server's reflection serves
+                                             (transport.reflection.ERROR_FILES), as a descriptor set `buf convert`
+                                             reads to decode the error details `buf curl` prints in base64
 Every example is run against a live platform by tests/test_api_docs.py.
 """
 from __future__ import annotations
@@ -45,8 +48,10 @@ from fxplat.catalog import CATALOG  # noqa: E402
 from services.common.errors import DomainError  # noqa: E402
 from transport import config  # noqa: E402
 from transport import errors as error_table  # noqa: E402
+from transport import reflection  # noqa: E402
 
 TRANSPORTS = ("curl", "buf-curl", "fxplat")
+ERROR_TYPES = "google-rpc-errors.json"  # generated next to the pages
 # Headers the REST client adds for plumbing (deadline, request id, tracing): not part of an example.
 PLUMBING_HEADERS = {"x-request-timeout-ms", "x-request-id", "traceparent", "tracestate", "host", "accept",
                     "accept-encoding", "connection", "user-agent", "content-length"}
@@ -444,11 +449,46 @@ def render_index(all_pages: dict[str, Page], examples_doc: dict) -> str:
     out.append(example_block(service, rpc, "buf-curl", cmds["buf-curl"], expect="error"))
     out.append(example_block(service, rpc, "fxplat", cmds["fxplat"], expect="error"))
     out.append("`buf curl` prints the status as JSON with each detail's type (`google.rpc.BadRequest`, "
-               "`google.rpc.ErrorInfo`) and its bytes in base64: buf decodes error details only with the types "
-               "compiled into it, not with the reflected ones. Clients that decode `Any` through reflection (grpcurl, "
-               "generated or dynamic clients) get them as messages: the reflected file of every service includes "
-               "`google/rpc/error_details.proto` and `status.proto`.\n")
+               "`google.rpc.ErrorInfo`) and its bytes in unpadded base64, whatever the server sends: it renders an "
+               "error with connect-go's error JSON, which decodes a detail only with the message types compiled into "
+               "buf (google.rpc.Status is, the error details are not); the types it fetched through reflection and "
+               "`--schema` are not consulted for errors. To read a detail as JSON, decode its bytes with `buf convert` "
+               f"and the error types in [{ERROR_TYPES}]({ERROR_TYPES}) (a descriptor set of the google.rpc files the "
+               "server's reflection serves; googleapis' `google/rpc/error_details.proto` does as well). From the "
+               "repository's root, with `jq` padding the base64 for `base64 -d`:\n")
+    out.append(example_block(service, rpc, "buf-convert", decoded_detail(cmds["buf-curl"]), expect="error"))
+    out.append("Clients that decode `Any` through reflection (grpcurl, generated or dynamic clients) get the details as "
+               "messages directly: the reflected file of every service comes with `google/rpc/error_details.proto` "
+               "and `status.proto`, and `google.rpc.BadRequest` is found by symbol.\n")
     return "\n".join(out).rstrip() + "\n"
+
+
+def decoded_detail(buf_curl: str, detail: str = "google.rpc.BadRequest") -> str:
+    """The `buf curl` command piped into the decoding of one error detail to JSON."""
+    pad = '("=" * ((4 - (.value | length) % 4) % 4))'
+    return " \\\n  | ".join([
+        f"{buf_curl} 2>&1 >/dev/null",
+        f"jq -r '.details[] | select(.type == \"{detail}\") | .value + {pad}'",
+        "base64 -d",
+        f"npx buf convert {OUT.relative_to(ROOT)}/{ERROR_TYPES} --type {detail} --from -#format=binpb "
+        "--to -#format=json"])
+
+
+def error_types() -> str:
+    """The google.rpc error types as a descriptor set in JSON (each file after its imports), for `buf convert`."""
+    ordered: dict[str, object] = {}
+
+    def add(file) -> None:
+        for dependency in file.dependencies:
+            add(dependency)
+        ordered.setdefault(file.name, file)
+
+    for file in reflection.ERROR_FILES:
+        add(file)
+    fds = descriptor_pb2.FileDescriptorSet()
+    for file in ordered.values():
+        file.CopyToProto(fds.file.add())
+    return json_format.MessageToJson(fds, indent=1) + "\n"
 
 
 def render_all() -> dict[str, str]:
@@ -457,28 +497,33 @@ def render_all() -> dict[str, str]:
     types = Types(all_pages)
     docs = {f"{page.slug}.md": render_page(page, types, examples_doc) for page in all_pages.values()}
     docs["README.md"] = render_index(all_pages, examples_doc)
+    docs[ERROR_TYPES] = error_types()
     return docs
+
+
+def committed() -> set[str]:
+    return {p.name for p in OUT.glob("*.md")} | ({ERROR_TYPES} if (OUT / ERROR_TYPES).exists() else set())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="exit 1 if a committed page differs from the protos")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if a committed file differs from what the protos give")
     check = parser.parse_args().check
     docs = render_all()
     if check:
-        committed = {p.name for p in OUT.glob("*.md")}
         stale = sorted(n for n, text in docs.items() if not (OUT / n).exists() or (OUT / n).read_text() != text)
-        stale += sorted(f"{n} (no longer generated)" for n in committed - set(docs))
+        stale += sorted(f"{n} (no longer generated)" for n in committed() - set(docs))
         if stale:
             sys.exit("docs/api is stale; run `python scripts/gen_api_docs.py` and commit: " + ", ".join(stale))
-        print(f"docs/api is current ({len(docs)} pages)")
+        print(f"docs/api is current ({len(docs)} files)")
         return
     OUT.mkdir(parents=True, exist_ok=True)
-    for stale in set(p.name for p in OUT.glob("*.md")) - set(docs):
+    for stale in committed() - set(docs):
         (OUT / stale).unlink()
     for name, text in docs.items():
         (OUT / name).write_text(text)
-    print(f"wrote {len(docs)} pages into {OUT.relative_to(ROOT)}")
+    print(f"wrote {len(docs)} files into {OUT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

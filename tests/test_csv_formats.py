@@ -2,6 +2,7 @@
 symbol. Each file is written by the test; the stored bars must be exactly the ones written."""
 from __future__ import annotations
 
+import codecs
 from datetime import datetime, timezone
 
 import numpy as np
@@ -141,6 +142,32 @@ def test_month_first_dates_settled_by_a_day_above_twelve(tmp_path, bars):
     assert store.load("EURUSD").time[0] == int(later.index[0].tz_localize("UTC").timestamp())
 
 
+def _import_bytes(tmp_path, raw: bytes):
+    path = tmp_path / "bars.csv"
+    path.write_bytes(raw)
+    result = CliRunner().invoke(app, ["data", "import", str(path), "--symbol", "EURUSD", "--data-dir",
+                                      str(tmp_path / "data")])
+    return result, ImportedStore(tmp_path / "data")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_unicode_text_with_a_byte_order_mark(tmp_path, bars, encoding):
+    """Excel's "Unicode text" is UTF-16 with its BOM, tab-separated; here with MetaTrader 5's columns."""
+    lines = ["<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>",
+             *(row + "\t0\t12" for row in _rows(bars, lambda t: [f"{t:%Y.%m.%d}", f"{t:%H:%M:%S}"], sep="\t"))]
+    raw = "\r\n".join(lines).encode(encoding)
+    if encoding == "utf-16-be":
+        raw = codecs.BOM_UTF16_BE + raw
+    _assert_imported(*_import_bytes(tmp_path, raw), bars)
+
+
+def test_windows_1252_text(tmp_path, bars):
+    """A file a Windows tool wrote in its own code page: the bars are ASCII, a label in an ignored column is not."""
+    lines = ["time;open;high;low;close;volume;Bemerkung", *(row + ";Schlusskurs \u20ac" for row in _rows(
+        bars, lambda t: [f"{t:%d.%m.%Y %H:%M}"], sep=";", decimal=","))]
+    _assert_imported(*_import_bytes(tmp_path, "\r\n".join(lines).encode("cp1252")), bars)
+
+
 # --- what the file cannot say, or says wrong: one error naming line and column, nothing stored -----------------------
 
 @pytest.mark.parametrize(("make", "message"), [
@@ -154,9 +181,22 @@ def test_month_first_dates_settled_by_a_day_above_twelve(tmp_path, bars):
      "line 1: 7 columns and no header"),
     (lambda b: [",open,high,low,close", "2025-03-03 00:00,1.1,1.2,1.0"],
      "line 2: column 'close': missing value"),
+    (lambda b: ["time,open,high,low,close,Close", *_rows(b, lambda t: [f"{t:%Y-%m-%d %H:%M}"], volume=False)],
+     "line 1: columns 5 and 6 are both named 'close'"),
+    (lambda b: ["time,open,high,low,last", *_rows(b, lambda t: [f"{t:%Y-%m-%d %H:%M}"], volume=False)],
+     "line 1: the header lacks required column(s): close"),
 ])
 def test_ambiguous_or_broken_files_are_refused_whole(tmp_path, bars, make, message):
     result, store = _import(tmp_path, "\n".join(make(bars)))
     assert result.exit_code == 2
     assert message in result.output, result.output
+    assert store.symbols() == []
+
+
+def test_bytes_that_are_no_text_are_refused_by_line(tmp_path, bars):
+    lines = ["time,open,high,low,close", *_rows(bars, lambda t: [f"{t:%Y-%m-%d %H:%M}"], volume=False)[:3]]
+    raw = "\n".join(lines).encode() + b"\n2025-03-03 03:00,1.08\x81,1.09,1.07,1.08\n"  # 0x81: in no code page tried
+    result, store = _import_bytes(tmp_path, raw)
+    assert result.exit_code == 2
+    assert "line 5: byte 22 (0x81) is not text" in result.output, result.output
     assert store.symbols() == []

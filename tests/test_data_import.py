@@ -48,7 +48,8 @@ def data_dir(tmp_path: Path) -> Path:
 # --- good files -----------------------------------------------------------------------------------------------------
 
 
-def test_import_iso_times_and_read_back(tmp_path, data_dir):
+def test_import_iso_times_and_read_back(tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the reader's read-only URI (file:...) once made ./file:/<data_dir>/market.sqlite
     report = import_csv(write(tmp_path, bars_csv(48)), "gbpusd", Timeframe.H1, data_dir)
     assert (report.symbol, report.timeframe, report.rows, report.replaced_rows) == ("GBPUSD", Timeframe.H1, 48, 0)
     assert report.first_time == utc(T0) and report.last_time == utc(T0 + 47 * 3600)
@@ -57,6 +58,7 @@ def test_import_iso_times_and_read_back(tmp_path, data_dir):
     assert series is not None and len(series) == 48 and series.timeframe is Timeframe.H1
     assert series.time.dtype == np.int64 and series.close.dtype == np.float64
     assert series.time[0] == T0 and series.volume[0] == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.csv"]
 
 
 def test_epoch_seconds_and_milliseconds(tmp_path, data_dir):

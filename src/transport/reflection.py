@@ -8,9 +8,10 @@ file renamed) is added to the pool so that clients can reflect on v1 itself.
 Errors carry google.rpc.BadRequest and ErrorInfo packed in `google.protobuf.Any`; a client decodes an Any only with
 descriptors it has, and no service's .proto imports google/rpc (the details travel in the `grpc-status-details-bin`
 trailer, not in a message). So the answer describing one of the platform's services also carries
-google/rpc/error_details.proto and status.proto. (buf curl 1.75 fetches them but still prints details as base64:
-it renders errors with the types compiled into buf, not with reflected ones; grpcurl and reflection-driven clients
-decode them; see tests/test_reflection.py.)
+google/rpc/error_details.proto and status.proto, and the detail types are found by symbol too. (buf curl fetches
+them but prints details as base64 all the same: it renders an error with connect-go's error JSON, which decodes a
+detail only with the types compiled into buf; grpcurl and reflection-driven clients decode them. docs/api/README.md
+shows `buf convert` decoding buf curl's bytes; tests/test_reflection.py runs both.)
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@ validated before anything is stored (store.import_csv writes the result in one t
 
 What is recognised without options
 ----------------------------------
+* Text: UTF-8 (with or without a BOM), UTF-16 with its BOM (Excel's "Unicode text"), else Windows-1252; bytes none
+  of these reads are refused by line.
 * Separator: comma, semicolon, tab or pipe, sniffed as the one that splits the first lines into the same number of
   fields (at least four). With `;`, tab or `|` a decimal comma (`1,0845`) is read as a decimal point.
 * Header or not: a first line with no numbers is a header; a first line with at least four numbers is data, and the
@@ -13,7 +15,7 @@ What is recognised without options
   an unnamed index (pandas `df.to_csv()` with a DatetimeIndex) and holds the time when no column is named so.
   open, high, low, close required; volume from volume, tickvol, tick_volume, vol or real_volume (0 when absent).
   A ticker, symbol or instrument column names the symbol (one per file), so none needs to be given. Other columns
-  are ignored.
+  are ignored. A name read for a column must not appear twice (which one would hold the prices is ambiguous).
 * Times: ISO-8601 with or without a zone (naive = UTC); `2025.01.02 13:00` (MetaTrader); `20250102 130000`;
   `02.01.2025 13:00:00.000` (day first, as Dukascopy writes it); `01/02/2025` and `01-02-2025` when some date in the
   file settles the day/month order (else an error says so); unix seconds, or milliseconds when >= 1e11.
@@ -23,6 +25,7 @@ What is recognised without options
 """
 from __future__ import annotations
 
+import codecs
 import io
 import re
 from collections.abc import Callable
@@ -75,12 +78,34 @@ class Layout:
 def read(path: Path) -> ParsedBars:
     """Read and validate the CSV file at `path`; InvalidArgument on the first problem (by file line)."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise InvalidArgument(f"file not found: {path}", field="path") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise InvalidArgument(f"cannot read {path}: {e}", field="path") from None
-    return parse_text(text, name=str(path))
+    return parse_text(decode(raw, str(path)), name=str(path))
+
+
+def decode(raw: bytes, name: str = "the file") -> str:
+    """UTF-8 (with or without a BOM); UTF-16 marked by its BOM (Excel's "Unicode text"); else Windows-1252, what
+    Windows tools write when not UTF-8 (times and prices are ASCII in all three)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise InvalidArgument(f"{name} starts as UTF-16 text but byte {e.start} is not: {e.reason}",
+                                  field="file") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as utf8:
+        try:
+            return raw.decode("cp1252")
+        except UnicodeDecodeError:
+            line = raw.count(b"\n", 0, utf8.start) + 1
+            column = utf8.start - raw.rfind(b"\n", 0, utf8.start)
+            raise InvalidArgument(f"line {line}: byte {column} (0x{raw[utf8.start]:02x}) is not text: {name} is "
+                                  "neither UTF-8, UTF-16 with a BOM, nor Windows-1252",
+                                  violations=[FieldViolation("file", f"line {line}")]) from None
 
 
 def parse_text(text: str, name: str = "the file") -> ParsedBars:
@@ -172,7 +197,7 @@ def _layout(frame: pd.DataFrame, first_line: int) -> Layout:
     first = frame.iloc[0].astype(str)
     numbers = int(_numeric(first).sum())
     if numbers == 0:
-        return _header_layout([_normalize_name(c) for c in first])
+        return _header_layout([_normalize_name(c) for c in first], first_line)
     if numbers >= MIN_FIELDS:
         return _headerless_layout(frame, first_line)
     raise InvalidArgument(
@@ -184,8 +209,15 @@ def _normalize_name(name: str) -> str:
     return re.sub(r"[\s_<>]", "", str(name)).lower()
 
 
-def _header_layout(header: list[str]) -> Layout:
-    index = {name: i for i, name in reversed(list(enumerate(header)))}  # first occurrence wins
+def _header_layout(header: list[str], line: int) -> Layout:
+    index = {name: i for i, name in reversed(list(enumerate(header)))}
+    used = {*TIME_NAMES, *PRICE_COLUMNS, *VOLUME_NAMES, *SYMBOL_NAMES}
+    twice = next((n for i, n in enumerate(header) if n in used and index[n] != i), None)
+    if twice is not None:
+        first, second = [i + 1 for i, n in enumerate(header) if n == twice][:2]
+        raise InvalidArgument(f"line {line}: columns {first} and {second} are both named '{twice}', so which one to "
+                              "read is ambiguous; rename or remove one",
+                              violations=[FieldViolation("file", f"line {line}")])
     found: dict[str, int | tuple[int, int]] = {}
     label = ""
     date = next((n for n in DATE_NAMES if n in index), None)
@@ -199,8 +231,8 @@ def _header_layout(header: list[str]) -> Layout:
     if "time" not in found or missing:
         parts = (["a time column (time, date, datetime, timestamp, or an unnamed first column)"]
                  if "time" not in found else []) + missing
-        raise InvalidArgument(f"the header lacks required column(s): {'; '.join(parts)}; header is "
-                              f"{', '.join(header)}", field="file")
+        raise InvalidArgument(f"line {line}: the header lacks required column(s): {'; '.join(parts)}; header is "
+                              f"{', '.join(header)}", violations=[FieldViolation("file", f"line {line}")])
     for name in PRICE_COLUMNS:
         found[name] = index[name]
     if volume := next((n for n in VOLUME_NAMES if n in index), None):

@@ -148,7 +148,7 @@ def database_url(data_dir: Path) -> str:
 def _engine(url: str) -> Engine:
     if url.startswith(("sqlite", "postgresql+asyncpg", "postgresql", "postgres")):
         url = storage.sync_url(url)
-    if url.startswith("sqlite"):
+    if url.startswith("sqlite") and not make_url(url).database.startswith("file:"):  # a URI opens an existing file
         storage.private_file(Path(make_url(url).database))  # 0600 in a 0700 directory
     return create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
 
