@@ -248,6 +248,31 @@ async def test_idle_streams_send_heartbeats(market_clients, stream_settings):
         await stream.close()
 
 
+async def test_a_coalescing_window_sends_fewer_larger_messages_in_order_with_nothing_lost(market_host, market_clients,
+                                                                                       stream_settings):
+    # 250 ms at the default 10 quotes/s (a tick every 100 ms): each message carries at least two ticks' quotes.
+    stream_settings(coalesce_ms=250)
+    for transport in ("grpc", "rest"):
+        stream = market_clients[transport].stream_quotes(SYMBOLS)
+        await stream.open()
+        messages: list[list] = []
+        try:
+            async with asyncio.timeout(15):
+                while sum(map(len, messages)) < 60:
+                    if batch := await stream.next():
+                        messages.append(batch)
+        finally:
+            await stream.close()
+        quotes = [q for m in messages for q in m]
+        first = quotes[0].sequence
+        # In order, none skipped or repeated: exactly the generator's quotes from the first one on.
+        expected = sorted((q for s in SYMBOLS for q in market_host.impl.quotes.replay(s).quotes(first, first + 20)),
+                          key=lambda q: (q.sequence, SYMBOLS.index(q.symbol)))
+        assert quotes[:60] == expected
+        if transport == "grpc":  # one gRPC message is one batch (SSE events are read as the bytes arrive)
+            assert all(len(m) >= 2 * len(SYMBOLS) for m in messages), [len(m) for m in messages]
+
+
 async def test_one_log_line_per_stream_with_count_and_ending(market_host, market_clients, caplog):
     caplog.set_level(logging.INFO, logger="fxplat.calls")
     head = market_host.impl.quotes.sequence_now()

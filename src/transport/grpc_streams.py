@@ -50,14 +50,14 @@ def wrap(service: str, method: streams.StreamMethod, auth: TokenVerifier | None,
                 limits = streams.limits()
                 release = limits.acquire(md.get("authorization"))
                 sub = await method.open(request)
-                heartbeat_s = limits.settings.heartbeat_s
+                heartbeat_s, coalesce_s = limits.settings.heartbeat_s, limits.settings.coalesce_ms / 1000
                 await ctx.send_initial_metadata(((HEARTBEAT_METADATA, str(round(heartbeat_s * 1000))),))
                 open_gauge.inc()
                 last_sent = time.monotonic()
                 while True:
                     if not gate.open:
                         raise drain.shutting_down()
-                    batch = await sub.next(min(streams.POLL_S, heartbeat_s))
+                    batch = await streams.next_batch(sub, min(streams.POLL_S, heartbeat_s), coalesce_s)
                     if batch:
                         await ctx.write(method.encode(batch))
                         items += len(batch)

@@ -59,7 +59,7 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
                        time.perf_counter() - start, rid)
         raise
     ndjson = wants_ndjson(request)
-    heartbeat_s = limits.settings.heartbeat_s
+    heartbeat_s, coalesce_s = limits.settings.heartbeat_s, limits.settings.coalesce_ms / 1000
 
     def item_bytes(item: Any) -> bytes:
         event_id, obj = encoder(item)
@@ -80,7 +80,7 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
                 while True:
                     if request.app.state.refusing:  # the server drains: end now, resumable elsewhere
                         raise drain.shutting_down()
-                    batch = await sub.next(min(streams.POLL_S, heartbeat_s))
+                    batch = await streams.next_batch(sub, min(streams.POLL_S, heartbeat_s), coalesce_s)
                     if batch:
                         yield b"".join(item_bytes(i) for i in batch)
                         items += len(batch)
