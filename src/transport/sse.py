@@ -74,6 +74,7 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
         items, code, ended = 0, "OK", ""
         labels = (service, method, "rest")
         streams.STREAMS_OPEN.labels(*labels).inc()
+        sent = streams.LazyCount(streams.STREAM_ITEMS.labels(*labels))
         try:
             last_sent = time.monotonic()
             try:
@@ -84,10 +85,11 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
                     if batch:
                         yield b"".join(item_bytes(i) for i in batch)
                         items += len(batch)
-                        streams.STREAM_ITEMS.labels(*labels).inc(len(batch))
+                        sent.add(len(batch))
                     elif time.monotonic() - last_sent >= heartbeat_s:
                         yield heartbeat
                         streams.STREAM_HEARTBEATS.labels(*labels).inc()
+                        sent.flush()
                     else:
                         continue
                     last_sent = time.monotonic()
@@ -102,6 +104,7 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
             code, ended = "CANCELLED", "the client went away"
             raise
         finally:
+            sent.flush()
             sub.close()
             release()
             streams.STREAMS_OPEN.labels(*labels).dec()
