@@ -401,3 +401,40 @@ async def test_fxplat_watch_json_prints_one_line_per_quote_and_stops_at_count(ma
     assert {q["transport"] for q in lines} == {"grpc"}
     expected = market_host.impl.quotes.replay("EURUSD").quotes(head - 9, head - 6)
     assert [q["bid"] for q in lines if q["symbol"] == "EURUSD"] == [q.bid for q in expected]
+
+
+# --- the benchmark's floor servers ----------------------------------------------------------------------------------
+
+async def test_stream_floors_send_the_same_quotes_as_the_platform_clients_read_them(factory, tmp_path):
+    """`fxplat bench --streams` compares the platform with bare servers (fxplat.stream_floor): both floors must carry
+    the same quotes per message, in the platform's encodings, readable by the platform's own stream clients."""
+    import socket
+    import subprocess
+    import sys
+
+    from fxplat.stream_floor import tick_quotes
+    from services.market_analysis.grpc import MarketAnalysisGrpcClient
+    from services.market_analysis.rest import MarketAnalysisRestClient
+
+    expected = tick_quotes(20.0, 4, 100.0)  # 2 quotes per symbol per 100 ms tick
+    assert len(expected) == 8
+    for transport in ("grpc", "rest"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "fxplat.stream_floor", transport, str(port), "20", "4", "100"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client = MarketAnalysisGrpcClient(factory.channel(f"127.0.0.1:{port}")) if transport == "grpc" else \
+                MarketAnalysisRestClient(factory.http(f"http://127.0.0.1:{port}"))
+            async with asyncio.timeout(30):
+                while True:  # until the floor listens
+                    try:
+                        got = await take(client.stream_quotes(["EURUSD"]), 16)
+                        break
+                    except E.Unavailable:
+                        await asyncio.sleep(0.2)
+            assert got == expected + expected, transport
+        finally:
+            proc.terminate()
+            proc.wait(10)

@@ -1,15 +1,20 @@
-"""`fxplat bench --streams`: live quotes over a gRPC server stream vs Server-Sent Events, side by side in one run.
+"""`fxplat bench --streams`: live quotes over a gRPC server stream vs Server-Sent Events, side by side in one run, on
+the platform and on floor servers.
 
-Two Market Analysis servers run in child processes (`fxplat up --service market_analysis` on free loopback ports),
-one generating 1,000 quotes/s per symbol (for 1 subscriber of 8 symbols: 8,000 quotes/s) and one 20 quotes/s per
-symbol (for 100 subscribers of 4 symbols each: 8,000 quotes/s in all). For each transport and subscriber count the
-client (this process, one event loop) reads every stream for a fixed window through the services' stream clients
-(GrpcItemStream / SseItemStream) and counts the quotes delivered; the server's CPU time over the same window comes
-from /proc/<pid>/stat. The rows alternate transports, twice, so drift in machine load hits both alike.
+Per scenario three servers run in child processes: the platform (`fxplat up --single-process --service
+market_analysis` on free loopback ports, so the measured pid is the server itself) generating `rate` quotes/s per
+symbol, and one floor server per transport (fxplat.stream_floor: the same quotes per message at the same cadence, with
+none of the platform's work). Scenarios: 1 subscriber of 8 symbols at 1,000 quotes/s per symbol; 100 subscribers of 4
+symbols at 20 quotes/s (8,000 quotes/s in all either way); the latter with a 200 ms coalescing window. The client (this
+process, one event loop) reads every stream for a fixed window through the services' stream clients (GrpcItemStream /
+SseItemStream) and counts the quotes delivered; the server's CPU time over the same window comes from /proc/<pid>/stat.
+Platform gRPC, platform SSE, floor gRPC and floor SSE alternate, twice, so drift in machine load hits all alike.
 
 Reported per row: quotes/s delivered, server CPU (% of a core), server CPU µs per quote and quotes per server
-CPU-second; then gRPC / SSE of quotes per CPU-second at 1 and at 100 subscribers, against the target (>= 3x).
-"""
+CPU-second; then gRPC / SSE of quotes per CPU-second per scenario against the target (>= 3x), for the platform and for
+the floors (the transports alone: if they are < 3x apart, no server on this stack reaches the target short of
+an SSE side slower than it needs to be).
+
 from __future__ import annotations
 
 import asyncio

@@ -88,6 +88,11 @@ async def _serve_grpc(port: int, payload: bytes, clock: _Clock) -> None:
     ticker.cancel()
 
 
+async def _disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 def _serve_rest(port: int, payload: bytes, clock: _Clock) -> None:
     import uvicorn
 
@@ -105,9 +110,13 @@ def _serve_rest(port: int, payload: bytes, clock: _Clock) -> None:
             await send({"type": "http.response.body", "body": b"{}"})
             return
         await send(head)
-        while True:
-            await clock.wait()
-            await send(chunk)
+        gone = asyncio.ensure_future(_disconnect(receive))  # uvicorn drops sends to a closed connection silently
+        try:
+            while not gone.done():
+                await clock.wait()
+                await send(chunk)
+        finally:
+            gone.cancel()
 
     async def main() -> None:
         ticker = asyncio.create_task(clock.run())
