@@ -14,7 +14,7 @@ Reported per row: quotes/s delivered, server CPU (% of a core), server CPU µs p
 CPU-second; then gRPC / SSE of quotes per CPU-second per scenario against the target (>= 3x), for the platform and for
 the floors (the transports alone: if they are < 3x apart, no server on this stack reaches the target short of
 an SSE side slower than it needs to be).
-
+"""
 from __future__ import annotations
 
 import asyncio
