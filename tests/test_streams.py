@@ -437,4 +437,8 @@ async def test_stream_floors_send_the_same_quotes_as_the_platform_clients_read_t
             assert got == expected + expected, transport
         finally:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:  # never leave a floor server behind
+                proc.kill()
+                proc.wait(5)
