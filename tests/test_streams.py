@@ -248,6 +248,31 @@ async def test_idle_streams_send_heartbeats(market_clients, stream_settings):
         await stream.close()
 
 
+async def test_a_coalescing_window_sends_fewer_larger_messages_in_order_with_nothing_lost(market_host, market_clients,
+                                                                                       stream_settings):
+    # 250 ms at the default 10 quotes/s (a tick every 100 ms): each message carries at least two ticks' quotes.
+    stream_settings(coalesce_ms=250)
+    for transport in ("grpc", "rest"):
+        stream = market_clients[transport].stream_quotes(SYMBOLS)
+        await stream.open()
+        messages: list[list] = []
+        try:
+            async with asyncio.timeout(15):
+                while sum(map(len, messages)) < 60:
+                    if batch := await stream.next():
+                        messages.append(batch)
+        finally:
+            await stream.close()
+        quotes = [q for m in messages for q in m]
+        first = quotes[0].sequence
+        # In order, none skipped or repeated: exactly the generator's quotes from the first one on.
+        expected = sorted((q for s in SYMBOLS for q in market_host.impl.quotes.replay(s).quotes(first, first + 20)),
+                          key=lambda q: (q.sequence, SYMBOLS.index(q.symbol)))
+        assert quotes[:60] == expected
+        if transport == "grpc":  # one gRPC message is one batch (SSE events are read as the bytes arrive)
+            assert all(len(m) >= 2 * len(SYMBOLS) for m in messages), [len(m) for m in messages]
+
+
 async def test_one_log_line_per_stream_with_count_and_ending(market_host, market_clients, caplog):
     caplog.set_level(logging.INFO, logger="fxplat.calls")
     head = market_host.impl.quotes.sequence_now()
@@ -376,3 +401,44 @@ async def test_fxplat_watch_json_prints_one_line_per_quote_and_stops_at_count(ma
     assert {q["transport"] for q in lines} == {"grpc"}
     expected = market_host.impl.quotes.replay("EURUSD").quotes(head - 9, head - 6)
     assert [q["bid"] for q in lines if q["symbol"] == "EURUSD"] == [q.bid for q in expected]
+
+
+# --- the benchmark's floor servers ----------------------------------------------------------------------------------
+
+async def test_stream_floors_send_the_same_quotes_as_the_platform_clients_read_them(factory, tmp_path):
+    """`fxplat bench --streams` compares the platform with bare servers (fxplat.stream_floor): both floors must carry
+    the same quotes per message, in the platform's encodings, readable by the platform's own stream clients."""
+    import socket
+    import subprocess
+    import sys
+
+    from fxplat.stream_floor import tick_quotes
+    from services.market_analysis.grpc import MarketAnalysisGrpcClient
+    from services.market_analysis.rest import MarketAnalysisRestClient
+
+    expected = tick_quotes(20.0, 4, 100.0)  # 2 quotes per symbol per 100 ms tick
+    assert len(expected) == 8
+    for transport in ("grpc", "rest"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "fxplat.stream_floor", transport, str(port), "20", "4", "100"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client = MarketAnalysisGrpcClient(factory.channel(f"127.0.0.1:{port}")) if transport == "grpc" else \
+                MarketAnalysisRestClient(factory.http(f"http://127.0.0.1:{port}"))
+            async with asyncio.timeout(30):
+                while True:  # until the floor listens
+                    try:
+                        got = await take(client.stream_quotes(["EURUSD"]), 16)
+                        break
+                    except E.Unavailable:
+                        await asyncio.sleep(0.2)
+            assert got == expected + expected, transport
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:  # never leave a floor server behind
+                proc.kill()
+                proc.wait(5)

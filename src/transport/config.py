@@ -201,8 +201,10 @@ def quote_settings() -> dict:
 
 
 def stream_settings() -> dict:
-    """Stream plumbing: FXPLAT_STREAM_HEARTBEAT_S, FXPLAT_MAX_STREAMS (per process), FXPLAT_MAX_STREAMS_PER_TOKEN."""
+    """Stream plumbing: FXPLAT_STREAM_HEARTBEAT_S, FXPLAT_MAX_STREAMS (per process), FXPLAT_MAX_STREAMS_PER_TOKEN,
+    FXPLAT_STREAM_COALESCE_MS (how long a stream gathers items into one message, 0..250)."""
     return {"heartbeat_s": _env_number("FXPLAT_STREAM_HEARTBEAT_S", 5.0, 0.05, 300),
+            "coalesce_ms": _env_number("FXPLAT_STREAM_COALESCE_MS", 0.0, 0, 250),
             "max_streams": int(_env_number("FXPLAT_MAX_STREAMS", 1000, 1, 1_000_000)),
             "max_per_token": int(_env_number("FXPLAT_MAX_STREAMS_PER_TOKEN", 32, 1, 1_000_000))}
 
@@ -267,6 +269,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("FXPLAT_CANDLES_LAG_BOUND", "64", "Closed bars a WatchCandles consumer may lag before it is ended "
            "RESOURCE_EXHAUSTED."),
     EnvVar("FXPLAT_STREAM_HEARTBEAT_S", "5", "Seconds between heartbeats on an idle stream."),
+    EnvVar("FXPLAT_STREAM_COALESCE_MS", "0", "Milliseconds a stream gathers items into one message (0..250; "
+           "fewer, larger messages for that much latency)."),
     EnvVar("FXPLAT_MAX_STREAMS", "1000", "Open streams one process serves at most."),
     EnvVar("FXPLAT_MAX_STREAMS_PER_TOKEN", "32", "Open streams one bearer token may hold at most."),
     # stopping

@@ -37,7 +37,7 @@ def wrap(service: str, method: streams.StreamMethod, auth: TokenVerifier | None,
         rid = md.get("x-request-id") or errors.new_request_id()
         rid_token = context.request_id.set(rid)
         start = time.perf_counter()
-        items, code, ended, sub, release = 0, "OK", "", None, None
+        items, code, ended, sub, release, sent = 0, "OK", "", None, None, None
         in_flight.inc()
         gate.in_flight += 1  # a draining host waits for its streams, which end within POLL_S
         try:
@@ -50,21 +50,23 @@ def wrap(service: str, method: streams.StreamMethod, auth: TokenVerifier | None,
                 limits = streams.limits()
                 release = limits.acquire(md.get("authorization"))
                 sub = await method.open(request)
-                heartbeat_s = limits.settings.heartbeat_s
+                heartbeat_s, coalesce_s = limits.settings.heartbeat_s, limits.settings.coalesce_ms / 1000
                 await ctx.send_initial_metadata(((HEARTBEAT_METADATA, str(round(heartbeat_s * 1000))),))
                 open_gauge.inc()
+                sent = streams.LazyCount(items_sent)
                 last_sent = time.monotonic()
                 while True:
                     if not gate.open:
                         raise drain.shutting_down()
-                    batch = await sub.next(min(streams.POLL_S, heartbeat_s))
+                    batch = await streams.next_batch(sub, min(streams.POLL_S, heartbeat_s), coalesce_s)
                     if batch:
                         await ctx.write(method.encode(batch))
                         items += len(batch)
-                        items_sent.inc(len(batch))
+                        sent.add(len(batch))
                     elif time.monotonic() - last_sent >= heartbeat_s:
                         await ctx.write(method.encode([]))
                         heartbeats.inc()
+                        sent.flush()
                     else:
                         continue
                     last_sent = time.monotonic()
@@ -82,6 +84,8 @@ def wrap(service: str, method: streams.StreamMethod, auth: TokenVerifier | None,
             code, ended = "CANCELLED", "the client went away"
             raise
         finally:
+            if sent is not None:
+                sent.flush()
             if sub is not None:
                 sub.close()
                 open_gauge.dec()

@@ -59,7 +59,7 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
                        time.perf_counter() - start, rid)
         raise
     ndjson = wants_ndjson(request)
-    heartbeat_s = limits.settings.heartbeat_s
+    heartbeat_s, coalesce_s = limits.settings.heartbeat_s, limits.settings.coalesce_ms / 1000
 
     def item_bytes(item: Any) -> bytes:
         event_id, obj = encoder(item)
@@ -74,20 +74,22 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
         items, code, ended = 0, "OK", ""
         labels = (service, method, "rest")
         streams.STREAMS_OPEN.labels(*labels).inc()
+        sent = streams.LazyCount(streams.STREAM_ITEMS.labels(*labels))
         try:
             last_sent = time.monotonic()
             try:
                 while True:
                     if request.app.state.refusing:  # the server drains: end now, resumable elsewhere
                         raise drain.shutting_down()
-                    batch = await sub.next(min(streams.POLL_S, heartbeat_s))
+                    batch = await streams.next_batch(sub, min(streams.POLL_S, heartbeat_s), coalesce_s)
                     if batch:
                         yield b"".join(item_bytes(i) for i in batch)
                         items += len(batch)
-                        streams.STREAM_ITEMS.labels(*labels).inc(len(batch))
+                        sent.add(len(batch))
                     elif time.monotonic() - last_sent >= heartbeat_s:
                         yield heartbeat
                         streams.STREAM_HEARTBEATS.labels(*labels).inc()
+                        sent.flush()
                     else:
                         continue
                     last_sent = time.monotonic()
@@ -102,6 +104,7 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
             code, ended = "CANCELLED", "the client went away"
             raise
         finally:
+            sent.flush()
             sub.close()
             release()
             streams.STREAMS_OPEN.labels(*labels).dec()

@@ -74,6 +74,11 @@ class QuoteSettings:
             raise ValueError("lag bounds must be at least 1")
 
     @property
+    def ahead(self) -> int:
+        """Quotes per symbol computed in one go ahead of the clock: about a second's worth, 16..4096."""
+        return min(4096, max(16, int(self.rate)))
+
+    @property
     def ring(self) -> int:
         """Recent quotes kept per symbol: twice the lag bound, and at least two seconds' worth."""
         return max(2 * self.lag_bound, int(2 * self.rate), CHUNK)
@@ -186,18 +191,27 @@ class SourceInfo:
 class _Feed:
     """One symbol's shared generator: the recent quotes (a ring over sequences ring_lo..head) of its replay."""
 
-    def __init__(self, replay: Replay, size: int) -> None:
-        self.replay, self.size = replay, size
+    def __init__(self, replay: Replay, size: int, ahead: int) -> None:
+        self.replay, self.size, self.ahead = replay, size, ahead
         self.ring: list[Quote] = []
         self.ring_lo = 0
         self.subscribers = 0
+        self._next: list[Quote] = []  # quotes computed ahead of the clock (not yet published), from _next_lo
+        self._next_lo = 0
+
+    def _generate(self, start: int, stop: int) -> list[Quote]:
+        """Quotes start <= n < stop, computed `ahead` at a time: a tick publishes one or a few quotes per symbol, and
+        numpy's cost per call, not per quote, dominated when each tick computed its own (the quotes are the same)."""
+        if not (self._next_lo <= start and stop <= self._next_lo + len(self._next)):
+            self._next_lo, self._next = start, self.replay.quotes(start, max(stop, start + self.ahead))
+        return self._next[start - self._next_lo:stop - self._next_lo]
 
     def advance(self, head: int, target: int) -> None:
-        """Generate the quotes after `head` up to `target`."""
+        """Publish the quotes after `head` up to `target`."""
         first = max(head + 1, target - self.size + 1)
         if not self.ring or first != self.ring_lo + len(self.ring):
             self.ring, self.ring_lo = [], first
-        self.ring.extend(self.replay.quotes(first, target + 1))
+        self.ring.extend(self._generate(first, target + 1))
         if len(self.ring) > 2 * self.size:  # trim in bulk: amortised O(1) per quote
             drop = len(self.ring) - self.size
             del self.ring[:drop]
@@ -235,7 +249,7 @@ class QuoteHub:
         feed = self._feeds.get(symbol)
         if feed is None:
             replay = await asyncio.to_thread(self.replay, symbol)  # may load or generate data: off the loop
-            feed = self._feeds.setdefault(symbol, _Feed(replay, self.settings.ring))
+            feed = self._feeds.setdefault(symbol, _Feed(replay, self.settings.ring, self.settings.ahead))
         return feed
 
     # --- subscribing ------------------------------------------------------------------------------------------------
