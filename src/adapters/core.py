@@ -34,6 +34,7 @@ from adapters.shadow_worker import Outcome, ShadowCall
 from transport.config import Endpoint
 from services.common import errors as E
 from transport import context
+from transport.drain import SHUTTING_DOWN  # a draining server's refusal: the call never ran
 from transport.metrics import CLIENT_CALLS, CLIENT_CHOICES, CLIENT_FALLBACKS, CLIENT_LATENCY, CLIENT_RETRIES
 
 Impl = TypeVar("Impl")
@@ -78,7 +79,6 @@ routing_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("fxplat
 
 # Fallback reasons after which the gRPC call certainly did not run, so even a non-idempotent call may go to REST.
 _NOT_RUN = frozenset({"breaker_open", "unimplemented", "draining"})
-SHUTTING_DOWN = "SHUTTING_DOWN"  # the reason a draining server refuses a call with, before running it
 
 
 def transport_failure(exc: BaseException) -> bool:

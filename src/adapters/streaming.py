@@ -27,11 +27,11 @@ from adapters.breaker import BreakerOpen
 from adapters.core import FlaggedCaller, routing_key, transport_failure
 from services.common import errors as E
 from services.common.market_types import Timeframe
+from transport.drain import SHUTTING_DOWN
 from transport.metrics import CLIENT_CALLS, CLIENT_CHOICES, CLIENT_FALLBACKS
 
 DEFAULT_IDLE_S = 15.0  # when the server announces no heartbeat interval
 OPEN_TIMEOUT_S = 5.0  # a stream that is not established within this is a dead path
-SHUTTING_DOWN = "SHUTTING_DOWN"
 
 
 @dataclass(frozen=True)

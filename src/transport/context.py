@@ -12,6 +12,7 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("fxplat
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("fxplat_request_id", default="")
 
 TIMEOUT_HEADER = "x-request-timeout-ms"
+REQUEST_ID_HEADER = "x-request-id"  # HTTP header and gRPC metadata key alike
 # Budget of a call whose caller set none: even then, a call must not hang forever on a wedged peer.
 DEFAULT_BUDGET_S = 30.0
 

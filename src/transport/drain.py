@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator
 
 from services.common import errors as E
 
+SHUTTING_DOWN = "SHUTTING_DOWN"  # the reason of a refusal by a stopping service: the call never ran
 SETTLE_S = 0.1  # for the last responses to be written before the server is destroyed
 _POLL_S = 0.01
 
 
 def shutting_down() -> E.Unavailable:
     """The answer to a call that arrives while its service stops, on either transport."""
-    return E.Unavailable("the service is shutting down", reason="SHUTTING_DOWN")
+    return E.Unavailable("the service is shutting down", reason=SHUTTING_DOWN)
 
 
 class Gate:

@@ -41,7 +41,7 @@ async def unary(stub_method, request, *, metadata: tuple[tuple[str, str], ...] =
     # the server still honours from other clients, cost ~6 % of a small call for those milliseconds.
     md = list(metadata)
     if rid := context.request_id.get():
-        md.append(("x-request-id", rid))
+        md.append((context.REQUEST_ID_HEADER, rid))
     # A multicallable knows its path ('/forex.x.v1.XService/Method') only privately; it names the span.
     name = getattr(stub_method, "_method", b"").decode().lstrip("/") if tracing.enabled() else ""
     with tracing.client_span(name, "grpc") as trace_headers:

@@ -64,7 +64,7 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: dr
         if not gate.open:  # the service is stopping: calls in flight finish, new ones go elsewhere
             await ctx.abort_with_status(errors.to_grpc_status(drain.shutting_down()))
         md = dict(ctx.invocation_metadata() or ())
-        rid = md.get("x-request-id") or errors.new_request_id()
+        rid = md.get(context.REQUEST_ID_HEADER) or errors.new_request_id()
         rid_token = context.request_id.set(rid)
         span = tracing.start_server(service, name, "grpc", md) if tracing.enabled() else None
         start = perf_counter()

@@ -34,7 +34,7 @@ def wrap(service: str, method: streams.StreamMethod, auth: TokenVerifier | None,
 
     async def handler(raw: bytes, ctx: grpc.aio.ServicerContext) -> None:
         md = dict(ctx.invocation_metadata() or ())
-        rid = md.get("x-request-id") or errors.new_request_id()
+        rid = md.get(context.REQUEST_ID_HEADER) or errors.new_request_id()
         rid_token = context.request_id.set(rid)
         start = time.perf_counter()
         items, code, ended, sub, release, sent = 0, "OK", "", None, None, None
@@ -118,7 +118,7 @@ class GrpcItemStream:
     async def open(self) -> float:
         md = list(self._md)
         if rid := context.request_id.get():
-            md.append(("x-request-id", rid))
+            md.append((context.REQUEST_ID_HEADER, rid))
         self._call = self._stub_method(self._request, metadata=md)
         try:
             initial = dict(await self._call.initial_metadata() or ())

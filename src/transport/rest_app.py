@@ -21,8 +21,6 @@ from services.common.market_types import utc
 from transport import context, errors, limits, logs, ops, tracing
 from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
-REQUEST_ID_HEADER = "x-request-id"
-
 
 class ProblemViolation(BaseModel):
     field: str = Field(description="dotted path of the bad field, e.g. indicators[1].params.period")
@@ -111,7 +109,7 @@ def _code_of(status: int) -> str:
     return "OK" if status < 400 else errors.error_class_for_http(status).code
 
 
-_CALL_HEADERS = {REQUEST_ID_HEADER.encode(): REQUEST_ID_HEADER, context.TIMEOUT_HEADER.encode(): context.TIMEOUT_HEADER,
+_CALL_HEADERS = {context.REQUEST_ID_HEADER.encode(): context.REQUEST_ID_HEADER, context.TIMEOUT_HEADER.encode(): context.TIMEOUT_HEADER,
                  b"grpc-timeout": "grpc-timeout"}
 
 
@@ -141,7 +139,7 @@ class _CallContext:
             return await ops.refuse(scope, receive, send)
         # Only the headers this layer reads are decoded (all of them only when tracing needs the carrier).
         headers = {_CALL_HEADERS[k]: v.decode("latin-1") for k, v in scope["headers"] if k in _CALL_HEADERS}
-        rid = headers.get(REQUEST_ID_HEADER) or errors.new_request_id()
+        rid = headers.get(context.REQUEST_ID_HEADER) or errors.new_request_id()
         seconds = context.parse_timeout_header(headers.get(context.TIMEOUT_HEADER))
         if seconds is None and "grpc-timeout" in headers:
             seconds = context.parse_grpc_timeout(headers["grpc-timeout"])

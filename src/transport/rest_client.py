@@ -20,7 +20,7 @@ async def call(client: httpx.AsyncClient, method: str, path: str, *, params: dic
     timeout = context.DEFAULT_BUDGET_S if left is None else left
     hdrs = {context.TIMEOUT_HEADER: context.timeout_header(timeout), **(headers or {})}
     if rid := context.request_id.get():
-        hdrs["x-request-id"] = rid
+        hdrs[context.REQUEST_ID_HEADER] = rid
     content = None
     if body is not None:
         content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

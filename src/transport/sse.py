@@ -23,7 +23,6 @@ from fastapi.responses import StreamingResponse
 from services.common.errors import DomainError
 from services.common.errors import Unavailable as DomainErrorUnavailable
 from transport import context, drain, errors, streams
-from transport.rest_app import REQUEST_ID_HEADER
 
 NDJSON = "application/x-ndjson"
 EVENT_STREAM = "text/event-stream"
@@ -44,7 +43,7 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
                   open_: Callable[[], Awaitable[streams.Subscription]], encoder: Encoder) -> StreamingResponse:
     """Open the subscription (its errors become the HTTP answer) and stream it as SSE or NDJSON."""
     request.scope[STREAM_SCOPE_KEY] = True
-    rid = request.headers.get(REQUEST_ID_HEADER) or errors.new_request_id()
+    rid = request.headers.get(context.REQUEST_ID_HEADER) or errors.new_request_id()
     start = time.perf_counter()
     limits = streams.limits()
     try:
@@ -112,7 +111,7 @@ async def respond(request: Request, *, service: str, method: str, kind: str,
                            time.perf_counter() - start, rid)
 
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no", HEARTBEAT_HEADER: str(round(heartbeat_s * 1000)),
-               REQUEST_ID_HEADER: rid}
+               context.REQUEST_ID_HEADER: rid}
     return StreamingResponse(body(), media_type=NDJSON if ndjson else EVENT_STREAM, headers=headers)
 
 
@@ -137,7 +136,7 @@ class SseItemStream:
         if self._last_id:
             headers["last-event-id"] = self._last_id
         if rid := _request_id():
-            headers[REQUEST_ID_HEADER] = rid
+            headers[context.REQUEST_ID_HEADER] = rid
         request = self._http.build_request("GET", self._path, params=self._params, headers=headers,
                                            timeout=httpx.Timeout(None, connect=5.0))
         try:
