@@ -109,8 +109,7 @@ def _code_of(status: int) -> str:
     return "OK" if status < 400 else errors.error_class_for_http(status).code
 
 
-_CALL_HEADERS = {context.REQUEST_ID_HEADER.encode(): context.REQUEST_ID_HEADER, context.TIMEOUT_HEADER.encode(): context.TIMEOUT_HEADER,
-                 b"grpc-timeout": "grpc-timeout"}
+_CALL_HEADERS = {h.encode(): h for h in (context.REQUEST_ID_HEADER, context.TIMEOUT_HEADER, "grpc-timeout")}
 
 
 class _CallContext:
