@@ -105,6 +105,7 @@ async def hedge(primary: Callable[[], Awaitable[Any]], backup: Callable[[], Awai
         return "backup", await second
     finally:
         timer.cancel()
+        hold.call = None  # the call's task keeps the context that holds `hold`: a cycle per call for the collector
         if token is not None:
             grpc_client.interrupt.reset(token)
         if second is not None and not second.done():

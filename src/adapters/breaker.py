@@ -95,12 +95,14 @@ class _Window:
 
 
 class _Gauge(pybreaker.CircuitBreakerListener):
-    def __init__(self, service: str, caller: str, target: str) -> None:
+    def __init__(self, service: str, caller: str, target: str, breaker: "AsyncBreaker") -> None:
         self._gauge = BREAKER_STATE.labels(service, caller, target)
         self._gauge.set(0)  # a new breaker starts closed, whatever an earlier one with these labels said
+        self._breaker = breaker
 
     def state_change(self, cb, old_state, new_state) -> None:
         self._gauge.set(_STATE_VALUE[new_state.name])
+        self._breaker.closed = new_state.name == pybreaker.STATE_CLOSED
 
 
 class AsyncBreaker:
@@ -109,8 +111,11 @@ class AsyncBreaker:
         """`caller` (the calling service) labels the metrics: each caller keeps its own breaker per target."""
         self.config = config
         self._is_failure = is_failure
+        # pybreaker's state, mirrored by its listener: the closed check on every call is one attribute, not a
+        # property chain through the state storage.
+        self.closed = True
         self._cb = pybreaker.CircuitBreaker(name=f"{service}@{target}", reset_timeout=config.open_s,
-                                            listeners=[_Gauge(service, caller, target)])
+                                            listeners=[_Gauge(service, caller, target, self)])
         self._window = _Window(config)
         self._trial = _Window(BreakerConfig(window_size=config.half_open_calls))
         self._trials_in_flight = 0
@@ -133,8 +138,11 @@ class AsyncBreaker:
         return {"state": self.state, "calls": len(self._window), "failure_rate": round(failure, 3),
                 "slow_rate": round(slow, 3), "last_trip": self.last_trip, "config": self.config.__dict__}
 
-    def _admit(self) -> bool:
-        """Whether the call may go (raises BreakerOpen when not); True when it is a half-open trial."""
+    def admit(self) -> bool:
+        """Whether a call may go now (raises BreakerOpen when not); True when it is a half-open trial. Every admitted
+        call must be `settle`d."""
+        if self.closed:
+            return False
         state = self._cb.current_state
         if state == pybreaker.STATE_CLOSED:
             return False
@@ -149,29 +157,36 @@ class AsyncBreaker:
         self.trials += 1
         return True
 
+    def settle(self, trial: bool, seconds: float, slow_s: float, failed: bool | None) -> None:
+        """Record an admitted call that took `seconds`: failed (a transport failure), slow (took at least `slow_s`);
+        `failed=None`: it was cancelled (its caller gave up, or a hedge won), which counts only if already slow."""
+        slow = seconds >= slow_s
+        if trial:
+            self._trials_in_flight -= 1
+        if failed is not None or slow:
+            self._record(trial, bool(failed), slow, time.monotonic())
+
+    def failure(self, exc: BaseException) -> bool | None:
+        """What `settle` is told of a call that raised `exc`: None for a cancel (not an Exception)."""
+        return self._is_failure(exc) if isinstance(exc, Exception) else None
+
     async def call(self, fn: Callable[[], Awaitable[T]], slow_s: float) -> T:
-        """Run `fn` if the breaker admits it and record its outcome: failed (a transport failure), slow (took at least
-        `slow_s`). A call cancelled (its caller gave up, or a hedge won) counts only if it was already slow."""
-        trial = self._admit()
+        """Run `fn` if the breaker admits it and record its outcome (see `settle`)."""
+        trial = self.admit()
         start = time.monotonic()
         failed: bool | None = False
         try:
             return await fn()
         except BaseException as exc:
-            failed = self._is_failure(exc) if isinstance(exc, Exception) else None
+            failed = self.failure(exc)
             raise
         finally:
-            now = time.monotonic()
-            slow = now - start >= slow_s
-            if trial:
-                self._trials_in_flight -= 1
-            if failed is not None or slow:
-                self._record(trial, bool(failed), slow, now)
+            self.settle(trial, time.monotonic() - start, slow_s, failed)
 
     def _record(self, trial: bool, failed: bool, slow: bool, now: float) -> None:
         if failed or slow:  # the happy path is not counted here: it is every call of fxplat_client_calls_total
             self._counts[failed, slow].inc()
-        if trial or self._cb.current_state == pybreaker.STATE_HALF_OPEN:
+        if trial or not self.closed and self._cb.current_state == pybreaker.STATE_HALF_OPEN:
             if self._cb.current_state != pybreaker.STATE_HALF_OPEN:
                 return  # a trial that finished after others had decided
             self._trial.add(now, failed, slow)
@@ -182,7 +197,7 @@ class AsyncBreaker:
                     self._window.clear()
                     self._cb.close()
             return
-        if self._cb.current_state != pybreaker.STATE_CLOSED:
+        if not self.closed:
             return  # a call admitted before the breaker opened
         window = self._window
         window.add(now, failed, slow)

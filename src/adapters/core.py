@@ -21,7 +21,6 @@ import asyncio
 import collections
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -133,14 +132,18 @@ class FlaggedCaller(Generic[Impl]):
         use_grpc = self.use_grpc(method, key)
         self._child(CLIENT_CHOICES, method, "grpc" if use_grpc else "rest").inc()
         shadowed = self._shadow(method, key, use_grpc, client_method, args)
-
-        def invoke(client: Impl) -> Awaitable[Any]:
-            return getattr(client, client_method)(*args)
-
+        policy = self.policies.get(method, _DEFAULT_POLICY)
         result: Any = None
         try:
             with context.budget(self.budget_s if context.remaining() is None else None):
-                result = await self._route(method, invoke, record, use_grpc)
+                if use_grpc:
+                    try:
+                        result = await self._grpc(method, policy, client_method, args, record)
+                        return result
+                    except (E.DomainError, BreakerOpen) as exc:
+                        self._fall_back(method, policy, exc, record)
+                record.transport = "rest"
+                result = await self._rest_with_retries(method, policy, client_method, args, record)
                 return result
         except (E.Unavailable, E.DeadlineExceeded) as exc:
             record.code = exc.code
@@ -185,41 +188,60 @@ class FlaggedCaller(Generic[Impl]):
             return self.force == "grpc"
         return self.grpc is not None and self.flags.use_grpc(self.service, method, caller=self.caller, key=key)
 
-    async def _route(self, method: str, invoke: Callable[[Impl], Awaitable[Any]], record: CallRecord, use_grpc: bool):
-        policy = self.policies.get(method, _DEFAULT_POLICY)
-        if use_grpc:
-            try:
-                return await self._grpc(method, policy, invoke, record)
-            except (E.DomainError, BreakerOpen) as exc:
-                if record.fallback_reason == "hedge":
-                    raise  # REST was tried too, as the hedge: no transport is left to fall back to
-                reason = _fallback_reason(exc)
-                if reason not in _NOT_RUN and not policy.idempotent:
-                    reason = None  # the call may have run before the failure: replaying it could run it twice
-                if reason is None or self.force == "grpc":
-                    if isinstance(exc, BreakerOpen):
-                        raise E.Unavailable(f"{self.service}: gRPC circuit open", reason="BREAKER_OPEN") from None
-                    raise
-                record.fallback_reason = reason
-                CLIENT_FALLBACKS.labels(self.service, method, reason).inc()
-        record.transport = "rest"
-        return await self._rest_with_retries(method, invoke, record)
+    def _fall_back(self, method: str, policy: MethodPolicy, exc: BaseException, record: CallRecord) -> None:
+        """After the gRPC phase failed with `exc`: return if the call goes on over REST, else raise."""
+        if record.fallback_reason == "hedge":
+            raise exc  # REST was tried too, as the hedge: no transport is left to fall back to
+        reason = _fallback_reason(exc)
+        if reason not in _NOT_RUN and not policy.idempotent:
+            reason = None  # the call may have run before the failure: replaying it could run it twice
+        if reason is None or self.force == "grpc":
+            if isinstance(exc, BreakerOpen):
+                raise E.Unavailable(f"{self.service}: gRPC circuit open", reason="BREAKER_OPEN") from None
+            raise exc
+        record.fallback_reason = reason
+        CLIENT_FALLBACKS.labels(self.service, method, reason).inc()
 
-    async def _grpc(self, method: str, policy: MethodPolicy, invoke, record: CallRecord):
+    async def _grpc(self, method: str, policy: MethodPolicy, client_method: str, args: tuple, record: CallRecord):
         """The gRPC phase: bounded attempts (one retry on another replica), under the breaker, hedged if a read."""
         kind = self.kinds[policy.kind]
         # A non-idempotent call cannot move to REST after a timeout, so cutting it short would only fail it sooner.
         bound = self.bounds.bound(method, kind, context.remaining()) if policy.idempotent else None
         slow_s = kind.slow_s if bound is None else min(kind.slow_s, bound)
+        if self.force or not (policy.read and policy.idempotent and kind.hedge):
+            return await self._attempts(method, policy, kind, bound, slow_s, client_method, args, record)
+        delay = self.bounds.hedge_delay(method, kind)
+        if delay is None:  # hedges are throttled: this call waits for its gRPC attempt
+            return await self._attempts(method, policy, kind, bound, slow_s, client_method, args, record)
 
-        async def phase():
+        def hedged() -> None:
+            self.bounds.spend_hedge()
+            record.fallback_reason = "hedge"
+            CLIENT_FALLBACKS.labels(self.service, method, "hedge").inc()
+
+        winner, result = await attempts.hedge(
+            lambda: self._attempts(method, policy, kind, bound, slow_s, client_method, args, record),
+            lambda: self._rest_with_retries(method, policy, client_method, args, record),
+            min(delay, slow_s), _is_answer, hedged)
+        record.transport, record.fallback_reason = ("rest", "hedge") if winner == "backup" else ("grpc", "")
+        return result
+
+    async def _attempts(self, method: str, policy: MethodPolicy, kind: resilience.Kind, bound: float | None,
+                        slow_s: float, client_method: str, args: tuple, record: CallRecord):
+        """The gRPC attempts of one call, admitted and judged by the breaker as one phase. Written out in one
+        coroutine (not the breaker's `call` around a closure): this runs on every gRPC call."""
+        breaker = self.breaker
+        trial = breaker.admit() if breaker is not None else False
+        phase_start = time.perf_counter()
+        failed: bool | None = False
+        try:
             for attempt in (1, 2):
                 record.attempts += 1
                 record.transport = "grpc"
                 start = time.perf_counter()
                 try:
                     with context.budget(bound):
-                        result = await invoke(self.grpc)
+                        result = await getattr(self.grpc, client_method)(*args)
                 except E.Unavailable as exc:
                     # Again on gRPC: a refusal that never ran (a draining replica), or a read (a dead replica's
                     # calls). A write goes to REST at once, as before: its key makes that replay safe too.
@@ -229,28 +251,15 @@ class FlaggedCaller(Generic[Impl]):
                     continue
                 self.bounds.observe(method, kind, time.perf_counter() - start)
                 return result
+        except BaseException as exc:
+            failed = breaker.failure(exc) if breaker is not None else None
+            raise
+        finally:
+            if breaker is not None:
+                breaker.settle(trial, time.perf_counter() - phase_start, slow_s, failed)
 
-        guarded = phase if self.breaker is None else lambda: self.breaker.call(phase, slow_s)
-        if self.force or not (policy.read and policy.idempotent and kind.hedge):
-            return await guarded()
-        delay = self.bounds.hedge_delay(method, kind)
-        if delay is None:  # hedges are throttled: this call waits for its gRPC attempt
-            return await guarded()
-
-        def hedged() -> None:
-            self.bounds.spend_hedge()
-            record.fallback_reason = "hedge"
-            CLIENT_FALLBACKS.labels(self.service, method, "hedge").inc()
-
-        async def over_rest():
-            return await self._rest_with_retries(method, invoke, record)
-
-        winner, result = await attempts.hedge(guarded, over_rest, min(delay, slow_s), _is_answer, hedged)
-        record.transport, record.fallback_reason = ("rest", "hedge") if winner == "backup" else ("grpc", "")
-        return result
-
-    async def _rest_with_retries(self, method: str, invoke, record: CallRecord):
-        policy = self.policies.get(method, _DEFAULT_POLICY)
+    async def _rest_with_retries(self, method: str, policy: MethodPolicy, client_method: str, args: tuple,
+                                 record: CallRecord):
         left = context.remaining()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.rest_attempts) | stop_after_delay(max(0.0, left or 0.0)),
@@ -265,7 +274,7 @@ class FlaggedCaller(Generic[Impl]):
                 record.attempts += 1
                 if attempt.retry_state.attempt_number > 1:
                     CLIENT_RETRIES.labels(self.service, method, "rest").inc()
-                return await invoke(self.rest)
+                return await getattr(self.rest, client_method)(*args)
         raise AssertionError("unreachable")  # pragma: no cover
 
 
