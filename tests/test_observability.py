@@ -311,3 +311,42 @@ def test_console_log_lines_name_the_call_ids():
     logs.handler("console", stream).handle(record)
     assert stream.getvalue().rstrip().endswith("fxplat.calls: grpc m/ListSymbols OK  [request_id=r1 trace_id=t1]")
 
+
+
+def test_bound_metric_updates_expose_exactly_what_the_public_api_does(tmp_path, monkeypatch):
+    """transport.metrics.updater writes to prometheus_client's value objects directly (for speed): the same updates
+    through it and through inc()/observe() must give the same exposition, in memory and in multiprocess mode."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
+
+    from transport.metrics import _BUCKETS, updater
+
+    amounts = [0.0, 0.0005, 0.00051, 0.003, 0.01, 0.7, 2.5, 11.0, 1e9]  # on, between and beyond the bounds
+
+    def exposition(registry: CollectorRegistry, fast: bool) -> str:
+        c = Counter("t_calls", "c", ["k"], registry=registry).labels("a")
+        g = Gauge("t_in_flight", "g", ["k"], registry=registry, multiprocess_mode="livesum").labels("a")
+        h = Histogram("t_seconds", "h", ["k"], registry=registry, buckets=_BUCKETS).labels("a")
+        for x in amounts:
+            if fast:
+                updater(c)(1), updater(g)(1), updater(g)(-1), updater(g)(1), updater(h)(x)
+            else:
+                c.inc(), g.inc(), g.dec(), g.inc(), h.observe(x)
+        return "\n".join(line for line in generate_latest(registry).decode().splitlines() if "_created" not in line)
+
+    public, fast = exposition(CollectorRegistry(), False), exposition(CollectorRegistry(), True)
+    assert public == fast
+    assert 't_seconds_bucket{k="a",le="0.0005"} 2.0' in fast and 't_seconds_count{k="a"} 9.0' in fast
+    assert 't_in_flight{k="a"} 9.0' in fast
+
+    # multiprocess mode: the values live in mmap files; both ways must land in them alike
+    texts = []
+    for fast_mode in (False, True):
+        path = tmp_path / str(fast_mode)
+        path.mkdir()
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(path))
+        monkeypatch.setattr(values, "ValueClass", values.get_value_class())
+        exposition(CollectorRegistry(), fast_mode)  # written to the files of this process
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, str(path))
+        texts.append(generate_latest(merged).decode())
+    assert texts[0] == texts[1] and 't_seconds_count{k="a"} 9.0' in texts[1]

@@ -34,7 +34,7 @@ from transport.config import Endpoint
 from services.common import errors as E
 from transport import context
 from transport.drain import SHUTTING_DOWN  # a draining server's refusal: the call never ran
-from transport.metrics import CLIENT_CALLS, CLIENT_CHOICES, CLIENT_FALLBACKS, CLIENT_LATENCY, CLIENT_RETRIES
+from transport.metrics import CLIENT_CALLS, CLIENT_CHOICES, CLIENT_FALLBACKS, CLIENT_LATENCY, CLIENT_RETRIES, updater
 
 Impl = TypeVar("Impl")
 
@@ -114,14 +114,15 @@ class FlaggedCaller(Generic[Impl]):
     endpoint: Endpoint | None = None  # where the shadow worker reaches the other transport
     kinds: dict[str, resilience.Kind] = field(default_factory=lambda: dict(resilience.KINDS))
     bounds: attempts.AttemptBounds = field(default_factory=attempts.AttemptBounds)
-    _children: dict = field(default_factory=dict, repr=False)  # metric children bound once per label values
+    _updates: dict = field(default_factory=dict, repr=False)  # metric updates bound once per label values
 
-    def _child(self, metric, *labels: str):
-        """`metric.labels(self.service, *labels)`, bound once: `.labels()` per call costs a lock and a tuple build."""
-        child = self._children.get((metric, labels))
-        if child is None:  # methods, transports and codes are finite, so this table is too
-            child = self._children[(metric, labels)] = metric.labels(self.service, *labels)
-        return child
+    def _update(self, metric, *labels: str):
+        """The update of `metric.labels(self.service, *labels)` (transport.metrics.updater), bound once: `.labels()`
+        and the public inc/observe per call cost a lock, a tuple and several Python calls."""
+        update = self._updates.get((metric, labels))
+        if update is None:  # methods, transports and codes are finite, so this table is too
+            update = self._updates[(metric, labels)] = updater(metric.labels(self.service, *labels))
+        return update
 
     async def call(self, method: str, client_method: str, *args: Any, key: str | None = None) -> Any:
         """RPC `method`, made as `client.<client_method>(*args)` on the client of the transport it gets."""
@@ -130,7 +131,7 @@ class FlaggedCaller(Generic[Impl]):
         start = time.perf_counter()
         key = key if key is not None else routing_key.get()
         use_grpc = self.use_grpc(method, key)
-        self._child(CLIENT_CHOICES, method, "grpc" if use_grpc else "rest").inc()
+        self._update(CLIENT_CHOICES, method, "grpc" if use_grpc else "rest")(1)
         shadowed = self._shadow(method, key, use_grpc, client_method, args)
         policy = self.policies.get(method, _DEFAULT_POLICY)
         result: Any = None
@@ -159,10 +160,10 @@ class FlaggedCaller(Generic[Impl]):
         finally:
             record.latency_s = time.perf_counter() - start
             RECENT_CALLS.append(record)
-            self._child(CLIENT_CALLS, method, record.transport or "none", record.code,
-                        "true" if record.fell_back else "false").inc()
+            self._update(CLIENT_CALLS, method, record.transport or "none", record.code,
+                         "true" if record.fell_back else "false")(1)
             if record.transport:
-                self._child(CLIENT_LATENCY, method, record.transport).observe(record.latency_s)
+                self._update(CLIENT_LATENCY, method, record.transport)(record.latency_s)
             if shadowed is not None:
                 shadowed.set_result(Outcome(result, record.code, record.latency_s))
 

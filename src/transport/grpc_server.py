@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from services.common.errors import DomainError
 from transport import config, context, drain, errors, grpc_streams, limits, logs, reflection, tracing
 from transport.auth import TokenVerifier
-from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
+from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS, updater
 from transport.streams import StreamMethod
 
 log = logging.getLogger("fxplat.grpc")
@@ -51,11 +51,12 @@ def service_label(full_name: str) -> str:
 
 
 def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: drain.Gate):
-    # Metric children bound once per method: `.labels()` per call costs a lock and a dict lookup each.
-    requests = {code: SERVER_REQUESTS.labels(service, method.name, "grpc", code)
+    # Metric updates bound once per method (transport.metrics.updater): `.labels()` per call costs a lock and a
+    # dict lookup each.
+    requests = {code: updater(SERVER_REQUESTS.labels(service, method.name, "grpc", code))
                 for code in ("OK", "CANCELLED", *errors.TABLE)}
-    latency = SERVER_LATENCY.labels(service, method.name, "grpc")
-    in_flight = SERVER_IN_FLIGHT.labels(service, "grpc")
+    latency = updater(SERVER_LATENCY.labels(service, method.name, "grpc"))
+    in_flight = updater(SERVER_IN_FLIGHT.labels(service, "grpc"))
     token_size = limits.TokenSize()
     scope, call, name, request_type = method.scope, method.call, method.name, method.request_type
     perf_counter = time.perf_counter
@@ -68,7 +69,7 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: dr
         rid_token = context.request_id.set(rid)
         span = tracing.start_server(service, name, "grpc", md) if tracing.enabled() else None
         start = perf_counter()
-        in_flight.inc()
+        in_flight(1)
         gate.in_flight += 1
         code = "OK"
         try:
@@ -95,10 +96,10 @@ def _wrap(service: str, method: GrpcMethod, auth: TokenVerifier | None, gate: dr
             raise
         finally:
             elapsed = perf_counter() - start
-            in_flight.dec()
+            in_flight(-1)
             gate.in_flight -= 1
-            requests[code].inc()
-            latency.observe(elapsed)
+            requests[code](1)
+            latency(elapsed)
             if span is None:
                 logs.call(service, name, "grpc", code, elapsed, rid, "")
             else:

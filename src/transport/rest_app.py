@@ -19,7 +19,7 @@ from starlette.routing import Match
 from services.common import errors as E
 from services.common.market_types import utc
 from transport import context, errors, limits, logs, ops, tracing
-from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
+from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS, updater
 
 
 class ProblemViolation(BaseModel):
@@ -120,16 +120,17 @@ class _CallContext:
     def __init__(self, app, service: str):
         self.app = app
         self.service = service
-        self.in_flight = SERVER_IN_FLIGHT.labels(service, "rest")
-        self._children: dict[tuple[str, str], tuple] = {}  # (method, code) -> bound metric children, made once
+        self.in_flight = updater(SERVER_IN_FLIGHT.labels(service, "rest"))
+        self._updates: dict[tuple[str, str], tuple] = {}  # (method, code) -> metric updates, bound once
 
     def _count(self, method: str, code: str, elapsed: float) -> None:
-        children = self._children.get((method, code))
-        if children is None:  # routes and codes are finite, so this table is too
-            children = self._children[(method, code)] = (SERVER_REQUESTS.labels(self.service, method, "rest", code),
-                                                         SERVER_LATENCY.labels(self.service, method, "rest"))
-        children[0].inc()
-        children[1].observe(elapsed)
+        updates = self._updates.get((method, code))
+        if updates is None:  # routes and codes are finite, so this table is too
+            updates = self._updates[(method, code)] = (
+                updater(SERVER_REQUESTS.labels(self.service, method, "rest", code)),
+                updater(SERVER_LATENCY.labels(self.service, method, "rest")))
+        updates[0](1)
+        updates[1](elapsed)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in ops.PATHS:  # probes and scrapes are not calls
@@ -160,7 +161,7 @@ class _CallContext:
                 return
             finished = True
             elapsed = time.perf_counter() - start
-            self.in_flight.dec()
+            self.in_flight(-1)
             route = scope.get("route")
             method, code = getattr(route, "name", "") or scope["path"], _code_of(status)
             stream = scope.get("fxplat.stream", False)  # streams count and log themselves (transport.streams)
@@ -179,7 +180,7 @@ class _CallContext:
                 finish()
             await send(message)
 
-        self.in_flight.inc()
+        self.in_flight(1)
         limit = None
         try:
             # The caller stops waiting at its deadline, so the work stops too (as grpc.aio cancels a late handler).
