@@ -13,6 +13,7 @@ from services.causal_analysis import grpc as causal_codec
 from services.market_analysis import grpc as market_codec
 from transport import grpc_client
 from transport import proto_codec as pc
+from transport import wire
 from transport.grpc_server import GrpcMethod
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AnalysisCoordinatorService"].full_name
@@ -50,9 +51,9 @@ def call_from_pb(m: pb.ComponentCall) -> ComponentCall:
 def analysis_to_pb(a: Analysis) -> pb.Analysis:
     msg = pb.Analysis(
         id=a.id, created_at=pc.timestamp_to_pb(a.created_at), request=request_to_pb(a.request),
-        market=[market_codec.summary_to_pb(s) for s in a.market],
-        backtests=[backtesting_codec.backtest_to_pb(b) for b in a.backtests],
-        calls=[call_to_pb(c) for c in a.calls])
+        market=[market_codec.summary_to_pb(s) for s in a.market], calls=[call_to_pb(c) for c in a.calls])
+    for b in a.backtests:  # built in place: the curves and trades are most of the message
+        backtesting_codec.backtest_to_pb(b, msg.backtests.add())
     if a.granger is not None:
         msg.granger.CopyFrom(causal_codec.granger_result_to_pb(a.granger))
     if a.correlations is not None:
@@ -99,12 +100,17 @@ def list_query_from_pb(m: pb.ListAnalysesRequest) -> ListAnalysesQuery:
 
 # --- server skin ----------------------------------------------------------------------------------------------------
 
-def methods(impl: AnalysisCoordinator) -> list[GrpcMethod]:
-    async def run_analysis(req: pb.RunAnalysisRequest) -> pb.RunAnalysisResponse:
-        return pb.RunAnalysisResponse(analysis=analysis_to_pb(await impl.run_analysis(request_from_pb(req))))
+def _response_bytes(response_type, a: Analysis) -> bytes:
+    """A serialised Run/GetAnalysisResponse, the analysis spliced in as its field rather than copied into a message."""
+    return wire.length_delimited(response_type.DESCRIPTOR.fields_by_name["analysis"].number, analysis_to_bytes(a))
 
-    async def get_analysis(req: pb.GetAnalysisRequest) -> pb.GetAnalysisResponse:
-        return pb.GetAnalysisResponse(analysis=analysis_to_pb(await impl.get_analysis(req.id)))
+
+def methods(impl: AnalysisCoordinator) -> list[GrpcMethod]:
+    async def run_analysis(req: pb.RunAnalysisRequest) -> bytes:
+        return _response_bytes(pb.RunAnalysisResponse, await impl.run_analysis(request_from_pb(req)))
+
+    async def get_analysis(req: pb.GetAnalysisRequest) -> bytes:
+        return _response_bytes(pb.GetAnalysisResponse, await impl.get_analysis(req.id))
 
     async def list_analyses(req: pb.ListAnalysesRequest) -> pb.ListAnalysesResponse:
         page = await impl.list_analyses(list_query_from_pb(req))
