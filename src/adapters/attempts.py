@@ -61,11 +61,11 @@ class AttemptBounds:
         return {m: {"attempt_s": b, "hedge_after_s": self._hedge_after[m]} for m, b in self._adapted.items()}
 
 
-async def hedge(primary: Callable[[], Awaitable[Any]], backup: Callable[[], Awaitable[Any]], delay: float,
+async def hedge(primary: Awaitable[Any], backup: Callable[[], Awaitable[Any]], delay: float,
                 is_answer: Callable[[BaseException], bool], on_hedge: Callable[[], None]) -> tuple[str, Any]:
-    """Await `primary()`; if it has not finished after `delay` seconds, start `backup()` too. The first to finish with
-    an answer (a result, or an error `is_answer` accepts: the service's own verdict) wins and the other is stopped.
-    Returns ("primary" | "backup", result); raises the answer error, or the backup's error when neither answered.
+    """Await `primary` (a coroutine, run inline); if it has not finished after `delay` seconds, start `backup()` too.
+    The first to finish with an answer (a result, or an error `is_answer` accepts: the service's own verdict) wins
+    and the other is stopped. Returns ("primary" | "backup", result); raises the answer error, or the backup's error when neither answered.
     A primary that fails without an answer before the delay raises at once (the caller's fallback handles it).
 
     The common case costs no task: the primary (a gRPC phase) runs inline in the caller's task, and only the backup,
@@ -90,7 +90,7 @@ async def hedge(primary: Callable[[], Awaitable[Any]], backup: Callable[[], Awai
     token = grpc_client.interrupt.set(hold)
     try:
         try:
-            return "primary", await primary()  # its answer stands in a tie
+            return "primary", await primary  # its answer stands in a tie
         except asyncio.CancelledError:
             if not hold.fired or (task is not None and task.cancelling()):
                 raise  # the caller itself was cancelled
