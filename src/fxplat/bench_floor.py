@@ -1,10 +1,13 @@
 """The floor rows of `fxplat bench`: the platform's server against bare servers sending the same bytes.
 
 For the small call (GetCandles EURUSD M1, 10 bars) the benchmark asks the platform's server once for its answer on each
-transport, then starts two floor servers in their own processes (see fxplat.floor) that send exactly those bytes with no
-auth, metrics, logs, tracing or domain. Both get the same request bytes, the bearer token included. The load generator (fxplat.loadgen: client processes, thin clients) then calls
-floor and platform alternately, one caller (sequential p50) and 16 callers (calls/s), and reads each server's CPU time
-per call from /proc. The ratios say what the platform's per-call layer costs on each transport.
+transport, then starts floor servers in their own processes (see fxplat.floor) that send exactly those bytes with no
+auth, metrics, logs, tracing or domain: a bare one per transport, and for REST also the route floor, which declares the
+platform's route (parameters, bearer dependency, response class) and so costs what FastAPI costs for it. All get the
+same request bytes, the bearer token included. The load generator (fxplat.loadgen: client processes, thin clients)
+then calls floors and platform alternately, one caller (sequential p50) and 16 callers (calls/s), and reads each
+server's CPU time per call from /proc. The ratios say what the platform's per-call layer costs on each transport, and on
+REST how much of that is FastAPI serving the route.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from fxplat.floor import CANDLES_METHOD
 from fxplat.loadgen import LoadGenerator, LoadResult, Target
 
 SMALL_BARS = 10
+# transport -> row name -> floor server kind (python -m fxplat.floor KIND); the platform's row is "platform"
+FLOORS = {"grpc": {"floor": "grpc"}, "rest": {"floor": "rest", "route": "rest-route"}}
 READY_TIMEOUT_S = 60.0
 
 
@@ -37,7 +42,7 @@ QUICK = FloorPlan(rounds=1, seq_s=0.3, conc_s=0.7, procs=2)
 @dataclass
 class FloorRow:
     transport: str
-    server: str  # "floor" | "platform"
+    server: str  # "floor" (bare) | "route" (REST: the platform's route declared, nothing else) | "platform"
     seq_n: int = 0
     seq_p50_ms: float | None = None
     seq_p99_ms: float | None = None
@@ -155,8 +160,8 @@ def run(*, grpc_target: str, rest_url: str, token: str, server_pid: int, workdir
     plan = QUICK if quick else FULL
     targets = platform_targets(grpc_target, rest_url, token)
     payloads = _fetch_payloads(targets, workdir)
-    floors = {kind: FloorProcess(kind, _free_port(), payloads[kind], workdir / f"floor-{kind}.log")
-              for kind in ("grpc", "rest")}
+    floors = {(transport, who): FloorProcess(kind, _free_port(), payloads[transport], workdir / f"floor-{kind}.log")
+              for transport, kinds in FLOORS.items() for who, kind in kinds.items()}
     rows: list[FloorRow] = []
     try:
         for floor in floors.values():
@@ -164,15 +169,17 @@ def run(*, grpc_target: str, rest_url: str, token: str, server_pid: int, workdir
         with LoadGenerator(plan.procs) as load:  # its processes start while the floors do
             for floor in floors.values():
                 floor.wait_ready()
-            for kind, floor in floors.items():
-                assert floor.proc is not None
-                # the floor gets the very same request, bearer token included (it ignores it, but receiving it is
-                # transport work: ~50 µs of server CPU per gRPC call for the header alone, measured)
-                floor_target = Target(kind, floor.address, targets[kind].path, targets[kind].body, targets[kind].headers)
-                runs = {"floor": (floor_target, floor.proc.pid),
-                        "platform": (targets[kind], server_pid)}
-                seq: dict[str, list[LoadResult]] = {"floor": [], "platform": []}
-                conc: dict[str, list[LoadResult]] = {"floor": [], "platform": []}
+            for kind, target in targets.items():
+                # the floors get the very same request, bearer token included (they do not verify it, but receiving
+                # it is transport work: ~50 µs of server CPU per gRPC call for the header alone, measured)
+                runs: dict[str, tuple[Target, int]] = {}
+                for who in FLOORS[kind]:
+                    floor = floors[(kind, who)]
+                    assert floor.proc is not None
+                    runs[who] = (Target(kind, floor.address, target.path, target.body, target.headers), floor.proc.pid)
+                runs["platform"] = (target, server_pid)
+                seq: dict[str, list[LoadResult]] = {who: [] for who in runs}
+                conc: dict[str, list[LoadResult]] = {who: [] for who in runs}
                 t0 = time.perf_counter()
                 for _ in range(plan.rounds):  # alternate, so drift in the machine's load hits both alike
                     for who, (target, pid) in runs.items():

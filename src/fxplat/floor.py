@@ -1,15 +1,22 @@
 """The floor servers of `fxplat bench`: what Python itself allows here, with none of the platform's per-call layer.
 
-    python -m fxplat.floor grpc PORT PAYLOAD_FILE   a bare grpc.aio server: one generic handler, uvloop, no
-                                                    interceptors, answering every call with the payload bytes
-    python -m fxplat.floor rest PORT PAYLOAD_FILE   a bare FastAPI app on uvicorn (uvloop, httptools) answering
-                                                    GET /v1/candles/{symbol} with the payload as application/json
+    python -m fxplat.floor grpc PORT PAYLOAD_FILE        a bare grpc.aio server: one generic handler, uvloop, no
+                                                         interceptors, answering every call with the payload bytes
+    python -m fxplat.floor rest PORT PAYLOAD_FILE        a bare FastAPI app on uvicorn (uvloop, httptools) answering
+                                                         GET /v1/candles/{symbol} with the payload as application/json
+    python -m fxplat.floor rest-route PORT PAYLOAD_FILE  the same app with the platform's own declaration of that
+                                                         route: its query parameters (types, validation), the bearer
+                                                         security dependency and the response class; it still
+                                                         answers with the payload bytes
 
 The payload is the platform's own answer to the benchmark's call, encoded once beforehand, so the floor and the platform
 send the same bytes and differ only by what the platform does per call (auth, metrics, logs, tracing hooks, the domain).
-"""
-from __future__ import annotations
+The route floor splits that difference: what FastAPI costs to serve the route as declared, and what is left, the
+platform's own layer and domain.
 
+No `from __future__ import annotations` here: FastAPI reads a route's annotations from the module's globals when they are
+strings, and the route floor's are imported inside a function (so the other floors do not import the platform).
+"""
 import sys
 from pathlib import Path
 
@@ -32,18 +39,21 @@ async def _serve_grpc(port: int, payload: bytes) -> None:
     await server.wait_for_termination()
 
 
-def _serve_rest(port: int, payload: bytes) -> None:
+def _serve_rest(port: int, payload: bytes, *, route: bool) -> None:
     import uvicorn
     from fastapi import FastAPI
     from fastapi.responses import Response
 
+    from transport.rest_app import APP_SETTINGS
     from transport.server import bind_socket
 
-    app = FastAPI()
-
-    @app.get("/v1/candles/{symbol}")
-    async def candles(symbol: str) -> Response:
-        return Response(payload, media_type="application/json")
+    app = FastAPI(**APP_SETTINGS)  # built as the platform builds its apps (no native telemetry, no slash redirects)
+    if route:
+        _declare_platform_route(app, payload)
+    else:
+        @app.get("/v1/candles/{symbol}")
+        async def candles(symbol: str) -> Response:
+            return Response(payload, media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -55,6 +65,34 @@ def _serve_rest(port: int, payload: bytes) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _declare_platform_route(app, payload: bytes) -> None:
+    """GET /v1/candles/{symbol} declared from the platform's own parts: the parameter types of the Market Analysis
+    skin, its scope table, transport.auth's bearer dependency, the problem+json error handlers (a bad parameter is a
+    400 here too) and the JSONBytes response. The token is read and parsed by the bearer scheme but not verified
+    (no verifier, as with auth off): the platform's check of a known token is a lookup in its verdict cache."""
+    from fastapi import APIRouter
+
+    from services.market_analysis.grpc import methods
+    from services.market_analysis.models import DEFAULT_CANDLES_PER_PAGE
+    from services.market_analysis.rest import CandlesOut, EndQ, LimitQ, PageTokenQ, StartQ, SymbolPath, TimeframeQ
+    from transport.auth import include_guarded, scope_table
+    from transport.rest_app import PROBLEM_RESPONSES, JSONBytes, install_error_handlers
+
+    install_error_handlers(app)
+    api = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
+
+    @api.get("/candles/{symbol}", response_model=CandlesOut, name="GetCandles")
+    async def get_candles(symbol: SymbolPath, timeframe: TimeframeQ = "H1", start: StartQ = None, end: EndQ = None,
+                          limit: LimitQ = DEFAULT_CANDLES_PER_PAGE, page_token: PageTokenQ = ""):
+        return JSONBytes(payload)
+
+    scopes = scope_table(methods(None))
+    include_guarded(app, api, None, {"GetCandles": scopes["GetCandles"]})
+
+
+KINDS = ("grpc", "rest", "rest-route")
+
+
 def main(argv: list[str]) -> None:
     kind, port, payload_file = argv[0], int(argv[1]), Path(argv[2])
     payload = payload_file.read_bytes()
@@ -62,10 +100,10 @@ def main(argv: list[str]) -> None:
         import uvloop
 
         uvloop.run(_serve_grpc(port, payload))
-    elif kind == "rest":
-        _serve_rest(port, payload)
+    elif kind in ("rest", "rest-route"):
+        _serve_rest(port, payload, route=kind == "rest-route")
     else:
-        raise SystemExit(f"usage: python -m fxplat.floor grpc|rest PORT PAYLOAD_FILE (not {kind!r})")
+        raise SystemExit(f"usage: python -m fxplat.floor {'|'.join(KINDS)} PORT PAYLOAD_FILE (not {kind!r})")
 
 
 if __name__ == "__main__":
