@@ -1,0 +1,80 @@
+"""The REST route floor of `fxplat bench` (fxplat.floor rest-route): FastAPI serving the platform's GetCandles route
+as the platform declares it, with nothing of the platform's per-call layer. Its row means something only if it takes
+the same calls as the platform's route and refuses the same bad ones the same way; these tests check that (they time
+nothing: the benchmark measures)."""
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from fxplat.bench_floor import FLOORS, FloorProcess, _free_port, platform_targets
+
+ROUTE = "/v1/candles/{symbol}"
+
+
+@pytest.fixture(scope="module")
+async def route_floor(market_host, tokens, tmp_path_factory):
+    """The route floor serving the platform's own answer to the benchmark's call, and that call's target."""
+    target = platform_targets(market_host.grpc_target, market_host.rest_url, tokens())["rest"]
+    async with httpx.AsyncClient(base_url=market_host.rest_url, headers=dict(target.headers)) as client:
+        answer = await client.get(target.path)
+    assert answer.status_code == 200, answer.text
+    workdir = tmp_path_factory.mktemp("route-floor")
+    (workdir / "payload.json").write_bytes(answer.content)
+    floor = FloorProcess(FLOORS["rest"]["route"], _free_port(), workdir / "payload.json", workdir / "floor.log")
+    floor.launch()
+    try:
+        await asyncio.to_thread(floor.wait_ready)
+        yield floor, target, answer
+    finally:
+        floor.stop()
+
+
+async def test_the_route_floor_answers_the_benchmark_call_with_the_platform_bytes(route_floor):
+    floor, target, answer = route_floor
+    async with httpx.AsyncClient(base_url=floor.address, headers=dict(target.headers)) as client:
+        got = await client.get(target.path)
+    assert got.status_code == 200
+    assert got.content == answer.content
+    assert got.headers["content-type"] == answer.headers["content-type"]  # JSONBytes on both
+
+
+@pytest.mark.parametrize("query, field", [
+    ("limit=abc", "limit"),
+    ("limit=1.5", "limit"),
+    ("start=yesterday", "start"),
+    ("end=1e20", "end"),  # a number posing as a time (transport.limits.Timestamp)
+    ("start=10000-01-01T00:00:00Z", "start"),
+])
+async def test_the_route_floor_refuses_a_bad_parameter_as_the_platform_does(route_floor, market_host, query, field):
+    """FastAPI validates the declared parameter types before any handler runs, on the floor as on the platform: the
+    same 400 problem+json, naming the same field. (What the domain checks later, such as limit=0 or an unknown
+    timeframe, the floor does not: it has no domain.)"""
+    floor, target, _ = route_floor
+    answers = []
+    for base in (market_host.rest_url, floor.address):
+        async with httpx.AsyncClient(base_url=base, headers=dict(target.headers)) as client:
+            answers.append(await client.get(f"/v1/candles/EURUSD?timeframe=M1&{query}"))
+    platform, floor_answer = answers
+    assert platform.status_code == floor_answer.status_code == 400
+    assert floor_answer.headers["content-type"] == platform.headers["content-type"] == "application/problem+json"
+    assert floor_answer.json()["field_violations"] == platform.json()["field_violations"]
+    assert [v["field"] for v in platform.json()["field_violations"]] == [field]
+
+
+async def test_the_route_floor_declares_the_platform_route(route_floor, market_host):
+    """The same parameters (names, places, types, bounds, defaults) and the same bearer security scheme as the
+    platform's GetCandles, as each server documents them: a parameter added to the platform's route and not to the
+    floor fails here."""
+    floor, _, _ = route_floor
+    docs = []
+    for base in (market_host.rest_url, floor.address):
+        async with httpx.AsyncClient(base_url=base) as client:
+            docs.append((await client.get("/openapi.json")).json())
+    platform, floor_doc = (d["paths"][ROUTE]["get"] for d in docs)
+    assert floor_doc["parameters"] == platform["parameters"]
+    assert floor_doc["security"] == platform["security"] == [{"bearerAuth": []}]
+    assert floor_doc["operationId"] == platform["operationId"]
+    assert set(docs[1]["paths"]) == {ROUTE, "/healthz"}  # and nothing else of the platform
