@@ -1,7 +1,7 @@
-"""The REST route floor of `fxplat bench` (fxplat.floor rest-route): FastAPI serving the platform's GetCandles route
-as the platform declares it, with nothing of the platform's per-call layer. Its row means something only if it takes
-the same calls as the platform's route and refuses the same bad ones the same way; these tests check that (they time
-nothing: the benchmark measures)."""
+"""The route floors of `fxplat bench` (fxplat.floor rest-route and grpc-route): the platform's GetCandles served as the
+platform declares it, with nothing of the platform's per-call layer. Their rows mean something only if they take the
+same calls as the platform and refuse the same bad ones the same way; these tests check that (they time nothing: the
+benchmark measures)."""
 from __future__ import annotations
 
 import asyncio
@@ -78,3 +78,44 @@ async def test_the_route_floor_declares_the_platform_route(route_floor, market_h
     assert floor_doc["security"] == platform["security"] == [{"bearerAuth": []}]
     assert floor_doc["operationId"] == platform["operationId"]
     assert set(docs[1]["paths"]) == {ROUTE, "/healthz"}  # and nothing else of the platform
+
+
+@pytest.fixture(scope="module")
+async def grpc_route_floor(market_host, tokens, tmp_path_factory):
+    """The gRPC route floor (fxplat.floor grpc-route) with the platform's own answer to the benchmark's call."""
+    import grpc
+
+    target = platform_targets(market_host.grpc_target, market_host.rest_url, tokens())["grpc"]
+    async with grpc.aio.insecure_channel(market_host.grpc_target) as channel:
+        answer = await channel.unary_unary(target.path)(target.body, metadata=target.headers, timeout=30)
+    workdir = tmp_path_factory.mktemp("grpc-route-floor")
+    (workdir / "payload.bin").write_bytes(answer)
+    floor = FloorProcess(FLOORS["grpc"]["route"], _free_port(), workdir / "payload.bin", workdir / "floor.log")
+    floor.launch()
+    try:
+        await asyncio.to_thread(floor.wait_ready)
+        yield floor, target, answer
+    finally:
+        floor.stop()
+
+
+async def test_the_grpc_route_floor_answers_the_platform_message_and_refuses_what_it_refuses(grpc_route_floor,
+                                                                                              market_host):
+    """It encodes the platform's answer again per call (the same message, field for field) and decodes every request:
+    bytes that are no GetCandlesRequest get INVALID_ARGUMENT from it as from the platform."""
+    import grpc
+
+    from forex.market_analysis.v1 import market_analysis_pb2 as pb
+
+    floor, target, answer = grpc_route_floor
+    async with grpc.aio.insecure_channel(floor.address) as channel:
+        got = await channel.unary_unary(target.path)(target.body, metadata=target.headers, timeout=30)
+    assert pb.GetCandlesResponse.FromString(got) == pb.GetCandlesResponse.FromString(answer)
+    assert len(pb.GetCandlesResponse.FromString(got).candles.time) == 10
+    codes = []
+    for address in (market_host.grpc_target, floor.address):
+        async with grpc.aio.insecure_channel(address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(target.path)(b"\xff\xff\xff", metadata=target.headers, timeout=30)
+        codes.append(caught.value.code())
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 2

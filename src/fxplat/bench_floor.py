@@ -2,12 +2,13 @@
 
 For the small call (GetCandles EURUSD M1, 10 bars) the benchmark asks the platform's server once for its answer on each
 transport, then starts floor servers in their own processes (see fxplat.floor) that send exactly those bytes with no
-auth, metrics, logs, tracing or domain: a bare one per transport, and for REST also the route floor, which declares the
-platform's route (parameters, bearer dependency, response class) and so costs what FastAPI costs for it. All get the
-same request bytes, the bearer token included. The load generator (fxplat.loadgen: client processes, thin clients)
-then calls floors and platform alternately, one caller (sequential p50) and 16 callers (calls/s), and reads each
-server's CPU time per call from /proc. The ratios say what the platform's per-call layer costs on each transport, and on
-REST how much of that is FastAPI serving the route.
+auth, metrics, logs, tracing or domain: per transport a bare one, and a route floor that serves the method as the
+platform declares it (REST: FastAPI with the route's parameters, bearer dependency and response class; gRPC: the
+request decoded and the response message encoded per call), so it costs what the framework costs for the method. All
+get the same request bytes, the bearer token included. The load generator (fxplat.loadgen: client processes, thin
+clients) then calls floors and platform alternately, one caller (sequential p50) and 16 callers (calls/s), and reads
+each server's CPU time per call from /proc. The ratios say what the platform's per-call layer costs on each transport,
+and how much of that the framework takes for the method alone.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from fxplat.loadgen import LoadGenerator, LoadResult, Target
 
 SMALL_BARS = 10
 # transport -> row name -> floor server kind (python -m fxplat.floor KIND); the platform's row is "platform"
-FLOORS = {"grpc": {"floor": "grpc"}, "rest": {"floor": "rest", "route": "rest-route"}}
+FLOORS = {"grpc": {"floor": "grpc", "route": "grpc-route"}, "rest": {"floor": "rest", "route": "rest-route"}}
 READY_TIMEOUT_S = 60.0
 
 
@@ -42,7 +43,7 @@ QUICK = FloorPlan(rounds=1, seq_s=0.3, conc_s=0.7, procs=2)
 @dataclass
 class FloorRow:
     transport: str
-    server: str  # "floor" (bare) | "route" (REST: the platform's route declared, nothing else) | "platform"
+    server: str  # "floor" (bare) | "route" (the platform's method as declared, nothing else) | "platform"
     seq_n: int = 0
     seq_p50_ms: float | None = None
     seq_p99_ms: float | None = None
@@ -62,7 +63,7 @@ class FloorProcess:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}" if self.kind == "grpc" else f"http://127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.port}" if self.kind.startswith("grpc") else f"http://127.0.0.1:{self.port}"
 
     def launch(self) -> None:
         with open(self.log_path, "wb") as out:
@@ -80,7 +81,7 @@ class FloorProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the {self.kind} floor server exited with {self.proc.returncode}:\n"
                                    f"{self.log_path.read_text(errors='replace')[-2000:]}")
-            if self.kind == "grpc":
+            if self.kind.startswith("grpc"):
                 with grpc.insecure_channel(self.address) as channel, contextlib.suppress(grpc.RpcError):
                     channel.unary_unary(CANDLES_METHOD)(b"", timeout=1.0)
                     return

@@ -2,6 +2,10 @@
 
     python -m fxplat.floor grpc PORT PAYLOAD_FILE        a bare grpc.aio server: one generic handler, uvloop, no
                                                          interceptors, answering every call with the payload bytes
+    python -m fxplat.floor grpc-route PORT PAYLOAD_FILE  the same server doing the protobuf work no real handler
+                                                         avoids: each request decoded as a GetCandlesRequest (as
+                                                         the platform decodes it), the payload's GetCandlesResponse,
+                                                         parsed once, encoded again for every answer
     python -m fxplat.floor rest PORT PAYLOAD_FILE        a bare FastAPI app on uvicorn (uvloop, httptools) answering
                                                          GET /v1/candles/{symbol} with the payload as application/json
     python -m fxplat.floor rest-route PORT PAYLOAD_FILE  the same app with the platform's own declaration of that
@@ -11,11 +15,11 @@
 
 The payload is the platform's own answer to the benchmark's call, encoded once beforehand, so the floor and the platform
 send the same bytes and differ only by what the platform does per call (auth, metrics, logs, tracing hooks, the domain).
-The route floor splits that difference: what FastAPI costs to serve the route as declared, and what is left, the
-platform's own layer and domain.
+The route floors split that difference: what the framework costs to serve the method as declared, and what is left,
+the platform's own layer and domain.
 
-No `from __future__ import annotations` here: FastAPI reads a route's annotations from the module's globals when they are
-strings, and the route floor's are imported inside a function (so the other floors do not import the platform).
+No `from __future__ import annotations` here: FastAPI reads a route's annotations from the module's globals when they
+are strings, and the REST route floor's are imported inside a function (so the other floors do not import them).
 """
 import sys
 from pathlib import Path
@@ -23,20 +27,42 @@ from pathlib import Path
 CANDLES_METHOD = "/forex.market_analysis.v1.MarketAnalysisService/GetCandles"
 
 
-async def _serve_grpc(port: int, payload: bytes) -> None:
+async def _serve_grpc(port: int, payload: bytes, *, route: bool) -> None:
     import grpc
 
     async def answer(request: bytes, context) -> bytes:
         return payload
 
-    handler = grpc.method_handlers_generic_handler(
-        "forex.market_analysis.v1.MarketAnalysisService", {"GetCandles": grpc.unary_unary_rpc_method_handler(answer)})
+    method = _codec_method(payload) if route else grpc.unary_unary_rpc_method_handler(answer)
+    handler = grpc.method_handlers_generic_handler("forex.market_analysis.v1.MarketAnalysisService",
+                                                   {"GetCandles": method})
     server = grpc.aio.server()
     server.add_generic_rpc_handlers([handler])
     if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
         raise OSError(f"cannot bind 127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
+
+
+def _codec_method(payload: bytes):
+    """GetCandles with its messages decoded and encoded per call; a request that does not parse gets the platform's
+    INVALID_ARGUMENT (transport.limits.decode), as from the platform."""
+    import grpc
+
+    from forex.market_analysis.v1 import market_analysis_pb2 as pb
+    from services.common.errors import DomainError
+    from transport import errors, limits
+
+    response = pb.GetCandlesResponse.FromString(payload)
+
+    async def answer(raw: bytes, context) -> pb.GetCandlesResponse:
+        try:
+            limits.decode(pb.GetCandlesRequest, raw)
+        except DomainError as exc:
+            await context.abort_with_status(errors.to_grpc_status(exc))
+        return response
+
+    return grpc.unary_unary_rpc_method_handler(answer, response_serializer=pb.GetCandlesResponse.SerializeToString)
 
 
 def _serve_rest(port: int, payload: bytes, *, route: bool) -> None:
@@ -90,16 +116,16 @@ def _declare_platform_route(app, payload: bytes) -> None:
     include_guarded(app, api, None, {"GetCandles": scopes["GetCandles"]})
 
 
-KINDS = ("grpc", "rest", "rest-route")
+KINDS = ("grpc", "grpc-route", "rest", "rest-route")
 
 
 def main(argv: list[str]) -> None:
     kind, port, payload_file = argv[0], int(argv[1]), Path(argv[2])
     payload = payload_file.read_bytes()
-    if kind == "grpc":
+    if kind in ("grpc", "grpc-route"):
         import uvloop
 
-        uvloop.run(_serve_grpc(port, payload))
+        uvloop.run(_serve_grpc(port, payload, route=kind == "grpc-route"))
     elif kind in ("rest", "rest-route"):
         _serve_rest(port, payload, route=kind == "rest-route")
     else:
