@@ -65,13 +65,13 @@ def _codec_method(payload: bytes):
     return grpc.unary_unary_rpc_method_handler(answer, response_serializer=pb.GetCandlesResponse.SerializeToString)
 
 
-def _serve_rest(port: int, payload: bytes, *, route: bool) -> None:
-    import uvicorn
+def rest_app(payload: bytes, *, route: bool):
+    """The bare FastAPI floor app, or with `route` the route floor app (also measured in-process by
+    benchmarks/bench_route_cost.py)."""
     from fastapi import FastAPI
     from fastapi.responses import Response
 
     from transport.rest_app import APP_SETTINGS
-    from transport.server import bind_socket
 
     app = FastAPI(**APP_SETTINGS)  # built as the platform builds its apps (no native telemetry, no slash redirects)
     if route:
@@ -85,9 +85,17 @@ def _serve_rest(port: int, payload: bytes, *, route: bool) -> None:
     async def healthz() -> Response:
         return Response(b"{}", media_type="application/json")
 
+    return app
+
+
+def _serve_rest(port: int, payload: bytes, *, route: bool) -> None:
+    import uvicorn
+
+    from transport.server import bind_socket
+
     sock = bind_socket("127.0.0.1", port)  # TCP_NODELAY, as the platform's REST listener
-    config = uvicorn.Config(app, loop="uvloop", http="httptools", log_level="warning", access_log=False,
-                            lifespan="off")
+    config = uvicorn.Config(rest_app(payload, route=route), loop="uvloop", http="httptools", log_level="warning",
+                            access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
 
 
