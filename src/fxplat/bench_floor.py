@@ -170,15 +170,15 @@ def run(*, grpc_target: str, rest_url: str, token: str, server_pid: int, workdir
         with LoadGenerator(plan.procs) as load:  # its processes start while the floors do
             for floor in floors.values():
                 floor.wait_ready()
-            for kind, target in targets.items():
+            for kind, call in targets.items():
                 # the floors get the very same request, bearer token included (they do not verify it, but receiving
                 # it is transport work: ~50 µs of server CPU per gRPC call for the header alone, measured)
                 runs: dict[str, tuple[Target, int]] = {}
                 for who in FLOORS[kind]:
                     floor = floors[(kind, who)]
                     assert floor.proc is not None
-                    runs[who] = (Target(kind, floor.address, target.path, target.body, target.headers), floor.proc.pid)
-                runs["platform"] = (target, server_pid)
+                    runs[who] = (Target(kind, floor.address, call.path, call.body, call.headers), floor.proc.pid)
+                runs["platform"] = (call, server_pid)
                 seq: dict[str, list[LoadResult]] = {who: [] for who in runs}
                 conc: dict[str, list[LoadResult]] = {who: [] for who in runs}
                 t0 = time.perf_counter()
