@@ -460,6 +460,23 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
             _ratio(bare["server_cpu_us_per_call"], plat["server_cpu_us_per_call"]), "x", None)
         add(f"{transport}_server_over_floor_p50", f"sequential p50, {transport} server / {label} floor",
             _ratio(plat["seq_p50_ms"], bare["seq_p50_ms"]), "x", None)
+    for transport, label, route_label in (("grpc", "bare grpc.aio", "grpc.aio codec"),
+                                          ("rest", "bare FastAPI", "FastAPI route")):
+        # The framework alone serving the platform's method: the ceiling any platform method served by it reaches
+        # against the bare floor, and what the platform's own layer and domain cost on top of it.
+        route, plat, bare = (floor.get((transport, who)) for who in ("route", "platform", "floor"))
+        if route is None or plat is None or bare is None:
+            continue
+        add(f"{transport}_route_floor_over_floor", f"16-caller calls/s, {route_label} floor (the platform's method "
+            f"as declared, nothing else) / {label} floor: the ceiling for {transport}_server_over_floor",
+            _ratio(route["calls_per_s"], bare["calls_per_s"]), "x", None)
+        add(f"{transport}_route_floor_cpu_floor_share", f"server CPU per call, {label} floor / {route_label} floor",
+            _ratio(bare["server_cpu_us_per_call"], route["server_cpu_us_per_call"]), "x", None)
+        add(f"{transport}_server_over_route_floor", f"16-caller calls/s, {transport} server / {route_label} floor "
+            "(the platform's own layer and domain)", _ratio(plat["calls_per_s"], route["calls_per_s"]), "x", None)
+        add(f"{transport}_server_cpu_route_floor_share",
+            f"server CPU per call, {route_label} floor / {transport} server",
+            _ratio(route["server_cpu_us_per_call"], plat["server_cpu_us_per_call"]), "x", None)
     fan = {r["transport"]: r for r in fanout_rows}
     if "grpc" in fan and "rest" in fan:
         add("fanout_rest_over_grpc_p50", "RunAnalysis (3 symbols, H1) p50, all hops REST / all hops gRPC",
@@ -504,13 +521,15 @@ def _print_tables(result: dict) -> None:
 
     if result.get("floor_rows"):
         ft = Table(title=f"Floor: GetCandles {result['meta']['small_bars']} bars, the platform's server against a bare "
-                         "server sending the same bytes; client processes with thin clients (fxplat.loadgen)",
+                         "server sending the same bytes, and a route floor serving the method as the platform "
+                         "declares it (fxplat.floor); client processes with thin clients (fxplat.loadgen)",
                    title_justify="left")
+        names = {"floor": "bare floor", "route": "route floor", "platform": "fxplat"}
         for col in ("transport", "server", "seq n", "seq p50", "seq p99", "16c calls/s", "16c p50",
                     "server CPU µs/call", "errors"):
             ft.add_column(col, justify="left" if col in ("transport", "server") else "right", no_wrap=True)
         for r in result["floor_rows"]:
-            ft.add_row(r["transport"], "bare floor" if r["server"] == "floor" else "fxplat", str(r["seq_n"]),
+            ft.add_row(r["transport"], names.get(r["server"], r["server"]), str(r["seq_n"]),
                        _fmt(r["seq_p50_ms"]), _fmt(r["seq_p99_ms"]),
                        "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.0f}", _fmt(r["conc_p50_ms"]),
                        _fmt(r["server_cpu_us_per_call"]), str(r["errors"]))

@@ -1,10 +1,14 @@
 """The floor rows of `fxplat bench`: the platform's server against bare servers sending the same bytes.
 
 For the small call (GetCandles EURUSD M1, 10 bars) the benchmark asks the platform's server once for its answer on each
-transport, then starts two floor servers in their own processes (see fxplat.floor) that send exactly those bytes with no
-auth, metrics, logs, tracing or domain. Both get the same request bytes, the bearer token included. The load generator (fxplat.loadgen: client processes, thin clients) then calls
-floor and platform alternately, one caller (sequential p50) and 16 callers (calls/s), and reads each server's CPU time
-per call from /proc. The ratios say what the platform's per-call layer costs on each transport.
+transport, then starts floor servers in their own processes (see fxplat.floor) that send exactly those bytes with no
+auth, metrics, logs, tracing or domain: per transport a bare one, and a route floor that serves the method as the
+platform declares it (REST: FastAPI with the route's parameters, bearer dependency and response class; gRPC: the
+request decoded and the response message encoded per call), so it costs what the framework costs for the method. All
+get the same request bytes, the bearer token included. The load generator (fxplat.loadgen: client processes, thin
+clients) then calls floors and platform alternately, one caller (sequential p50) and 16 callers (calls/s), and reads
+each server's CPU time per call from /proc. The ratios say what the platform's per-call layer costs on each transport,
+and how much of that the framework takes for the method alone.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from fxplat.floor import CANDLES_METHOD
 from fxplat.loadgen import LoadGenerator, LoadResult, Target
 
 SMALL_BARS = 10
+# transport -> row name -> floor server kind (python -m fxplat.floor KIND); the platform's row is "platform"
+FLOORS = {"grpc": {"floor": "grpc", "route": "grpc-route"}, "rest": {"floor": "rest", "route": "rest-route"}}
 READY_TIMEOUT_S = 60.0
 
 
@@ -37,7 +43,7 @@ QUICK = FloorPlan(rounds=1, seq_s=0.3, conc_s=0.7, procs=2)
 @dataclass
 class FloorRow:
     transport: str
-    server: str  # "floor" | "platform"
+    server: str  # "floor" (bare) | "route" (the platform's method as declared, nothing else) | "platform"
     seq_n: int = 0
     seq_p50_ms: float | None = None
     seq_p99_ms: float | None = None
@@ -57,7 +63,7 @@ class FloorProcess:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}" if self.kind == "grpc" else f"http://127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.port}" if self.kind.startswith("grpc") else f"http://127.0.0.1:{self.port}"
 
     def launch(self) -> None:
         with open(self.log_path, "wb") as out:
@@ -75,7 +81,7 @@ class FloorProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the {self.kind} floor server exited with {self.proc.returncode}:\n"
                                    f"{self.log_path.read_text(errors='replace')[-2000:]}")
-            if self.kind == "grpc":
+            if self.kind.startswith("grpc"):
                 with grpc.insecure_channel(self.address) as channel, contextlib.suppress(grpc.RpcError):
                     channel.unary_unary(CANDLES_METHOD)(b"", timeout=1.0)
                     return
@@ -155,8 +161,8 @@ def run(*, grpc_target: str, rest_url: str, token: str, server_pid: int, workdir
     plan = QUICK if quick else FULL
     targets = platform_targets(grpc_target, rest_url, token)
     payloads = _fetch_payloads(targets, workdir)
-    floors = {kind: FloorProcess(kind, _free_port(), payloads[kind], workdir / f"floor-{kind}.log")
-              for kind in ("grpc", "rest")}
+    floors = {(transport, who): FloorProcess(kind, _free_port(), payloads[transport], workdir / f"floor-{kind}.log")
+              for transport, kinds in FLOORS.items() for who, kind in kinds.items()}
     rows: list[FloorRow] = []
     try:
         for floor in floors.values():
@@ -164,15 +170,17 @@ def run(*, grpc_target: str, rest_url: str, token: str, server_pid: int, workdir
         with LoadGenerator(plan.procs) as load:  # its processes start while the floors do
             for floor in floors.values():
                 floor.wait_ready()
-            for kind, floor in floors.items():
-                assert floor.proc is not None
-                # the floor gets the very same request, bearer token included (it ignores it, but receiving it is
-                # transport work: ~50 µs of server CPU per gRPC call for the header alone, measured)
-                floor_target = Target(kind, floor.address, targets[kind].path, targets[kind].body, targets[kind].headers)
-                runs = {"floor": (floor_target, floor.proc.pid),
-                        "platform": (targets[kind], server_pid)}
-                seq: dict[str, list[LoadResult]] = {"floor": [], "platform": []}
-                conc: dict[str, list[LoadResult]] = {"floor": [], "platform": []}
+            for kind, call in targets.items():
+                # the floors get the very same request, bearer token included (they do not verify it, but receiving
+                # it is transport work: ~50 µs of server CPU per gRPC call for the header alone, measured)
+                runs: dict[str, tuple[Target, int]] = {}
+                for who in FLOORS[kind]:
+                    floor = floors[(kind, who)]
+                    assert floor.proc is not None
+                    runs[who] = (Target(kind, floor.address, call.path, call.body, call.headers), floor.proc.pid)
+                runs["platform"] = (call, server_pid)
+                seq: dict[str, list[LoadResult]] = {who: [] for who in runs}
+                conc: dict[str, list[LoadResult]] = {who: [] for who in runs}
                 t0 = time.perf_counter()
                 for _ in range(plan.rounds):  # alternate, so drift in the machine's load hits both alike
                     for who, (target, pid) in runs.items():

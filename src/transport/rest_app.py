@@ -222,12 +222,15 @@ def _document_400_not_422(app: FastAPI) -> None:
     app.openapi = openapi
 
 
-def create_app(service: str, title: str, description: str, version: str = "1.0.0") -> FastAPI:
-    # No slash redirects: a 307 to another path is not an answer a client of an RPC-shaped API can act on.
-    # No FastAPI native telemetry: transport.tracing makes the server span (alike on both transports) and
-    # transport.metrics counts; FastAPI's would double them, and asks the OTel providers on every request even when off.
-    app = FastAPI(title=title, description=description, version=version, default_response_class=JSONBytes,
-                  redirect_slashes=False, telemetry={"tracing": False, "metrics": False, "logs": False})
+# No slash redirects: a 307 to another path is not an answer a client of an RPC-shaped API can act on.
+# No FastAPI native telemetry: transport.tracing makes the server span (alike on both transports) and
+# transport.metrics counts; FastAPI's would double them, and asks the OTel providers on every request even when off.
+APP_SETTINGS: dict = {"default_response_class": JSONBytes, "redirect_slashes": False,
+                      "telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error as problem+json: domain errors, validation errors (400, not FastAPI's 422) and Starlette's own."""
 
     @app.exception_handler(E.DomainError)
     async def _domain(_: Request, exc: E.DomainError) -> Response:
@@ -251,6 +254,10 @@ def create_app(service: str, title: str, description: str, version: str = "1.0.0
             return problem_response(err, {"allow": allow})
         return problem_response(err, exc.headers)
 
+
+def create_app(service: str, title: str, description: str, version: str = "1.0.0") -> FastAPI:
+    app = FastAPI(title=title, description=description, version=version, **APP_SETTINGS)
+    install_error_handlers(app)
     _document_400_not_422(app)
     ops.install(app)
     app.add_middleware(limits.RequestLimits)  # inside _CallContext, so a refusal is logged and counted like any call

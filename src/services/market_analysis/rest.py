@@ -242,6 +242,9 @@ SymbolPath = Annotated[str, Path(description="e.g. EURUSD", json_schema_extra=SY
 TimeframeQ = Annotated[str, Query(description=TIMEFRAME_DOC, json_schema_extra=TIMEFRAME_SCHEMA)]
 StartQ = Annotated[Timestamp | None, Query(description="inclusive, ISO-8601 (UTC if no offset)")]
 EndQ = Annotated[Timestamp | None, Query(description="exclusive, ISO-8601 (UTC if no offset)")]
+LimitQ = Annotated[int, Query(description="bars per page, 1..200000",
+                              json_schema_extra=bounded(1, MAX_CANDLES_PER_PAGE))]
+PageTokenQ = Annotated[str, Query(description="from a previous page")]
 
 
 def router(impl: MarketAnalysis) -> APIRouter:
@@ -253,9 +256,7 @@ def router(impl: MarketAnalysis) -> APIRouter:
 
     @api.get("/candles/{symbol}", response_model=CandlesOut, name="GetCandles", summary="Get candles (paged, up to 200,000 per page)")
     async def get_candles(symbol: SymbolPath, timeframe: TimeframeQ = "H1", start: StartQ = None, end: EndQ = None,
-                          limit: Annotated[int, Query(description="bars per page, 1..200000", json_schema_extra=bounded(
-                              1, MAX_CANDLES_PER_PAGE))] = DEFAULT_CANDLES_PER_PAGE,
-                          page_token: Annotated[str, Query(description="from a previous page")] = ""):
+                          limit: LimitQ = DEFAULT_CANDLES_PER_PAGE, page_token: PageTokenQ = ""):
         query = CandlesQuery(symbol, Timeframe.parse(timeframe), TimeRange(start, end), limit, page_token)
         return JSONBytes(candles_json(await impl.get_candles(query)))
 
