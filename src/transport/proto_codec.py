@@ -69,15 +69,16 @@ def range_from_pb(msg: common_pb2.TimeRange, field: str = "range") -> TimeRange:
     )
 
 
+_PRICE_FIELDS = tuple((c, common_pb2.CandleSeries.DESCRIPTOR.fields_by_name[c].number)
+                      for c in ("open", "high", "low", "close", "volume"))
+
+
 def series_bytes(series: CandleSeries) -> bytes:
     """A serialised CandleSeries, price columns written straight from numpy (see transport.wire)."""
     head = common_pb2.CandleSeries(
         symbol=series.symbol, timeframe=timeframe_to_pb(series.timeframe), time=series.time.tolist()
     ).SerializeToString()
-    f = common_pb2.CandleSeries.DESCRIPTOR.fields_by_name
-    return head + b"".join(
-        wire.packed_doubles(f[c].number, getattr(series, c)) for c in ("open", "high", "low", "close", "volume")
-    )
+    return head + b"".join([wire.packed_doubles(number, getattr(series, column)) for column, number in _PRICE_FIELDS])
 
 
 def series_from_pb(msg: common_pb2.CandleSeries) -> CandleSeries:

@@ -11,7 +11,12 @@ import numpy as np
 _LEN = 2  # wire type of length-delimited fields (packed repeated, strings, sub-messages)
 
 
+_ONE_BYTE = tuple(bytes((v,)) for v in range(0x80))  # tags, and the lengths of short columns: most varints here
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _ONE_BYTE[value]
     out = bytearray()
     while True:
         byte, value = value & 0x7F, value >> 7
