@@ -165,7 +165,7 @@ def up(
 
     try:
         event_loop.run(runner.serve(names, host=host, data_dir=path, flags=_flags(flags), auth=auth_config, tls=tls,
-                                 grpc_enabled=not no_grpc, ports=ports, grace=grace, drain_delay=drain_delay))
+                                    grpc_enabled=not no_grpc, ports=ports, grace=grace, drain_delay=drain_delay))
     except OSError as exc:
         _fail(str(exc))
 

@@ -18,7 +18,7 @@ from starlette.routing import Match
 
 from services.common import errors as E
 from services.common.market_types import utc
-from transport import context, drain, errors, limits, logs, ops, tracing
+from transport import context, errors, limits, logs, ops, tracing
 from transport.metrics import SERVER_IN_FLIGHT, SERVER_LATENCY, SERVER_REQUESTS
 
 
@@ -204,7 +204,7 @@ class _CallContext:
             if started or not ops.refusing(scope):
                 raise
             asyncio.current_task().uncancel()
-            await problem_response(drain.cut_off())(scope, receive, send_recording_status)
+            await ops.cut_off(scope, receive, send_recording_status)
         finally:
             finish()
             context.request_id.reset(token)
