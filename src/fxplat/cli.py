@@ -111,7 +111,8 @@ def up(
         "--single-process", help="Every service in this one process and event loop (tests, debugging).")] = False,
 ) -> None:
     """Start the services (all that exist, or --service NAME), each on REST and gRPC, each in processes of its own
-    (a supervisor restarts any that dies). Ctrl-C / SIGTERM drains and stops cleanly (exit 0)."""
+    (a supervisor restarts any that dies). Ctrl-C / SIGTERM drains and stops cleanly (exit 0). Service processes run
+    on uvloop when it is installed; FXPLAT_EVENT_LOOP=asyncio runs them on the standard library's loop."""
     from transport.auth import AuthConfig
 
     names = service or list(config.SERVICES)  # (the supervisor never loads the services: no catalog here)
@@ -134,7 +135,8 @@ def up(
         drain_delay = config.drain_delay_s() if drain_delay is None else drain_delay
         grace = config.grace_s() if grace is None else grace
         config.max_connection_age_s()
-    except ValueError as exc:  # auth, TLS, workers or drain settings misconfigured: say what to set
+        config.event_loop()
+    except ValueError as exc:  # auth, TLS, workers, drain or loop settings misconfigured: say what to set
         _fail(str(exc))
     if drain_delay < 0 or grace < 0:
         _fail("--drain-delay and --grace must be >= 0 seconds")
@@ -159,10 +161,11 @@ def up(
             _fail(str(exc))
         raise typer.Exit(status)
     from fxplat import runner
+    from transport import event_loop
 
     try:
-        asyncio.run(runner.serve(names, host=host, data_dir=path, flags=_flags(flags), auth=auth_config, tls=tls,
-                                 grpc_enabled=not no_grpc, ports=ports, grace=grace, drain_delay=drain_delay))
+        event_loop.run(runner.serve(names, host=host, data_dir=path, flags=_flags(flags), auth=auth_config, tls=tls,
+                                    grpc_enabled=not no_grpc, ports=ports, grace=grace, drain_delay=drain_delay))
     except OSError as exc:
         _fail(str(exc))
 

@@ -80,7 +80,8 @@ async def _run_until(stop: asyncio.Event, hosts: list[ServiceHost], data_dir: Pa
     for svc in hosts:
         grpc_where = f"gRPC {svc.grpc_target}" if svc.grpc_serving else "gRPC off (--no-grpc)"
         log.info("%-22s REST %s   %s", svc.name, svc.rest_url, grpc_where)
-    log.info("flags from %s; data directory %s; Ctrl-C to stop", flags.snapshot().source, data_dir)
+    log.info("flags from %s; data directory %s; event loop %s; Ctrl-C to stop", flags.snapshot().source, data_dir,
+             type(asyncio.get_running_loop()).__module__.split(".")[0])
     supervisor.notify_ready()
     await stop.wait()
     log.info("draining: not ready, still serving for %.1f s; then finishing in-flight calls (grace %.1f s)",

@@ -91,6 +91,21 @@ def workers(explicit: int | None = None) -> int:
     return value
 
 
+def event_loop() -> str:
+    """FXPLAT_EVENT_LOOP: the event loop `fxplat up`'s service processes run on, "uvloop" or "asyncio" (the standard
+    library's); unset: uvloop when it is installed (uvicorn[standard] brings it), else asyncio."""
+    raw = (os.environ.get("FXPLAT_EVENT_LOOP") or "").strip().lower()
+    if raw not in ("", "uvloop", "asyncio"):
+        raise ValueError(f"FXPLAT_EVENT_LOOP must be uvloop or asyncio, not {os.environ['FXPLAT_EVENT_LOOP']!r}")
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if raw == "uvloop":
+            raise ValueError("FXPLAT_EVENT_LOOP=uvloop, but uvloop is not installed (pip install uvloop)") from None
+        return "asyncio"
+    return raw or "uvloop"
+
+
 def ports(service: str) -> tuple[int, int]:
     rest, grpc = DEFAULT_PORTS[service]
     return int(_env(service, "REST_PORT") or rest), int(_env(service, "GRPC_PORT") or grpc)
@@ -278,6 +293,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "/readyz and gRPC health report it not ready, so load balancers move away first."),
     EnvVar("FXPLAT_GRACE_S", f"{DEFAULT_GRACE_S:g}", "Seconds calls in flight get to finish once a stopping server "
            "refuses new ones."),
+    # processes' event loop (transport.event_loop)
+    EnvVar("FXPLAT_EVENT_LOOP", "uvloop when installed, else asyncio", "Event loop of the service processes: uvloop "
+           "(faster per call) or asyncio (the standard library's)."),
     # TLS
     EnvVar("FXPLAT_TLS_CERT", "unset (plaintext)", "Server certificate chain (PEM file); with FXPLAT_TLS_KEY both "
            "transports serve TLS."),

@@ -25,6 +25,12 @@ def shutting_down() -> E.Unavailable:
     return E.Unavailable("the service is shutting down", reason=SHUTTING_DOWN)
 
 
+def cut_off() -> E.Unavailable:
+    """The answer to a call still running when its stopping service's grace period ends: it ran, part way (grpc.aio
+    ends such a call UNAVAILABLE too)."""
+    return E.Unavailable("the service stopped before the call finished: its grace period ended")
+
+
 class Gate:
     """One gRPC service's calls in flight, and whether it still takes new ones."""
 

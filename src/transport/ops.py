@@ -63,8 +63,19 @@ def refusing(scope: dict) -> bool:
 
 
 async def refuse(scope: dict, receive, send) -> None:
-    await Response(orjson.dumps(errors.to_problem(drain.shutting_down())), status_code=503,
-                   media_type=errors.PROBLEM_CONTENT_TYPE, headers={"connection": "close"})(scope, receive, send)
+    """A new call while stopping: 503, it never ran."""
+    await _unavailable(drain.shutting_down(), scope, receive, send)
+
+
+async def cut_off(scope: dict, receive, send) -> None:
+    """A call still running when the grace period ends (uvicorn cancels it): 503, where uvicorn would answer a plain
+    500."""
+    await _unavailable(drain.cut_off(), scope, receive, send)
+
+
+async def _unavailable(err: E.Unavailable, scope: dict, receive, send) -> None:
+    await Response(orjson.dumps(errors.to_problem(err)), status_code=503, media_type=errors.PROBLEM_CONTENT_TYPE,
+                   headers={"connection": "close"})(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

@@ -199,6 +199,13 @@ class _CallContext:
             else:
                 err = errors.internal_error(exc, rid)
             await problem_response(err)(scope, receive, send_recording_status)
+        except asyncio.CancelledError:
+            # A stopping uvicorn cancels the calls still running when the grace period ends, and would answer a
+            # plain 500: the caller gets UNAVAILABLE instead, as from grpc.aio.
+            if started or not ops.refusing(scope):
+                raise
+            asyncio.current_task().uncancel()
+            await ops.cut_off(scope, receive, send_recording_status)
         finally:
             finish()
             context.request_id.reset(token)
