@@ -67,7 +67,7 @@ def _codec_method(payload: bytes):
 
 def rest_app(payload: bytes, *, route: bool):
     """The bare FastAPI floor app, or with `route` the route floor app (also measured in-process by
-    scripts/bench_route_cost.py)."""
+    benchmarks/bench_route_cost.py)."""
     from fastapi import FastAPI
     from fastapi.responses import Response
 

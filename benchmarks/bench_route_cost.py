@@ -8,7 +8,7 @@ The minimum over the repeats is the figure to read: other load on the machine on
 floor's server CPU per call from `fxplat bench` (F µs), the route floor reaches at most F / (F + difference) of the
 bare floor's capacity; the REST target (platform >= 0.8x the bare floor) needs that ceiling above 0.8.
 
-    .venv/bin/python scripts/bench_route_cost.py [REPEATS] [CALLS]
+    .venv/bin/python benchmarks/bench_route_cost.py [REPEATS] [CALLS]
 """
 from __future__ import annotations
 
