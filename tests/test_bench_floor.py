@@ -5,6 +5,8 @@ benchmark measures)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +16,19 @@ from fxplat.bench_floor import FLOORS, FloorProcess, _free_port, platform_target
 ROUTE = "/v1/candles/{symbol}"
 
 
+@contextlib.asynccontextmanager
+async def running_floor(transport: str, payload: bytes, workdir: Path):
+    """The route floor of `transport` serving `payload`, stopped on exit."""
+    (workdir / "payload").write_bytes(payload)
+    floor = FloorProcess(FLOORS[transport]["route"], _free_port(), workdir / "payload", workdir / "floor.log")
+    floor.launch()
+    try:
+        await asyncio.to_thread(floor.wait_ready)
+        yield floor
+    finally:
+        floor.stop()
+
+
 @pytest.fixture(scope="module")
 async def route_floor(market_host, tokens, tmp_path_factory):
     """The route floor serving the platform's own answer to the benchmark's call, and that call's target."""
@@ -21,15 +36,8 @@ async def route_floor(market_host, tokens, tmp_path_factory):
     async with httpx.AsyncClient(base_url=market_host.rest_url, headers=dict(target.headers)) as client:
         answer = await client.get(target.path)
     assert answer.status_code == 200, answer.text
-    workdir = tmp_path_factory.mktemp("route-floor")
-    (workdir / "payload.json").write_bytes(answer.content)
-    floor = FloorProcess(FLOORS["rest"]["route"], _free_port(), workdir / "payload.json", workdir / "floor.log")
-    floor.launch()
-    try:
-        await asyncio.to_thread(floor.wait_ready)
+    async with running_floor("rest", answer.content, tmp_path_factory.mktemp("route-floor")) as floor:
         yield floor, target, answer
-    finally:
-        floor.stop()
 
 
 async def test_the_route_floor_answers_the_benchmark_call_with_the_platform_bytes(route_floor):
@@ -88,15 +96,8 @@ async def grpc_route_floor(market_host, tokens, tmp_path_factory):
     target = platform_targets(market_host.grpc_target, market_host.rest_url, tokens())["grpc"]
     async with grpc.aio.insecure_channel(market_host.grpc_target) as channel:
         answer = await channel.unary_unary(target.path)(target.body, metadata=target.headers, timeout=30)
-    workdir = tmp_path_factory.mktemp("grpc-route-floor")
-    (workdir / "payload.bin").write_bytes(answer)
-    floor = FloorProcess(FLOORS["grpc"]["route"], _free_port(), workdir / "payload.bin", workdir / "floor.log")
-    floor.launch()
-    try:
-        await asyncio.to_thread(floor.wait_ready)
+    async with running_floor("grpc", answer, tmp_path_factory.mktemp("grpc-route-floor")) as floor:
         yield floor, target, answer
-    finally:
-        floor.stop()
 
 
 async def test_the_grpc_route_floor_answers_the_platform_message_and_refuses_what_it_refuses(grpc_route_floor,

@@ -100,9 +100,13 @@ def list_query_from_pb(m: pb.ListAnalysesRequest) -> ListAnalysesQuery:
 
 # --- server skin ----------------------------------------------------------------------------------------------------
 
+_ANALYSIS_FIELD = {t: t.DESCRIPTOR.fields_by_name["analysis"].number
+                   for t in (pb.RunAnalysisResponse, pb.GetAnalysisResponse)}
+
+
 def _response_bytes(response_type, a: Analysis) -> bytes:
     """A serialised Run/GetAnalysisResponse, the analysis spliced in as its field rather than copied into a message."""
-    return wire.length_delimited(response_type.DESCRIPTOR.fields_by_name["analysis"].number, analysis_to_bytes(a))
+    return wire.length_delimited(_ANALYSIS_FIELD[response_type], analysis_to_bytes(a))
 
 
 def methods(impl: AnalysisCoordinator) -> list[GrpcMethod]:

@@ -119,10 +119,13 @@ def list_query_from_pb(m: pb.ListBacktestsRequest) -> ListBacktestsQuery:
 
 # --- server skin ----------------------------------------------------------------------------------------------------
 
+_BACKTEST_FIELD = {t: t.DESCRIPTOR.fields_by_name["backtest"].number
+                   for t in (pb.RunBacktestResponse, pb.GetBacktestResponse)}
+
+
 def _response_bytes(response_type, b: Backtest) -> bytes:
     """A serialised Run/GetBacktestResponse, the backtest spliced in as its field rather than copied into a message."""
-    return wire.length_delimited(response_type.DESCRIPTOR.fields_by_name["backtest"].number,
-                                 backtest_to_pb(b).SerializeToString())
+    return wire.length_delimited(_BACKTEST_FIELD[response_type], backtest_to_pb(b).SerializeToString())
 
 
 def methods(impl: Backtesting) -> list[GrpcMethod]:

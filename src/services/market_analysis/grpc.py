@@ -59,10 +59,12 @@ def candles_query_from_pb(m: pb.GetCandlesRequest) -> CandlesQuery:
                         limit=m.limit or DEFAULT_CANDLES_PER_PAGE, page_token=m.page_token)
 
 
+_CANDLES_FIELD = pb.GetCandlesResponse.DESCRIPTOR.fields_by_name["candles"].number
+
+
 def candle_page_bytes(page: CandlePage) -> bytes:
     head = pb.GetCandlesResponse(next_page_token=page.next_page_token).SerializeToString()
-    field = pb.GetCandlesResponse.DESCRIPTOR.fields_by_name["candles"].number
-    return wire.length_delimited(field, pc.series_bytes(page.series)) + head
+    return wire.length_delimited(_CANDLES_FIELD, pc.series_bytes(page.series)) + head
 
 
 def indicator_request_to_pb(r: IndicatorRequest) -> pb.ComputeIndicatorsRequest:
