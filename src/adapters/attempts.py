@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
-import itertools
-import weakref
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,95 +21,144 @@ _SAMPLES = 64  # recent successful calls per method
 _EVERY = 16  # re-derive the bound every this many samples (sorting 64 floats is cheap, but not per call)
 
 
+class Latency:
+    """One method's recent successful gRPC attempts and what follows from them: the bound of its next attempt and its
+    hedge delay. A caller keeps one per method (AttemptBounds.of) and reaches it without a lookup per call."""
+
+    __slots__ = ("kind", "_samples", "_seen", "attempt_s", "hedge_after_s", "adapted")
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self._samples: collections.deque[float] = collections.deque(maxlen=_SAMPLES)
+        self._seen = 0
+        self.attempt_s, self.hedge_after_s, self.adapted = kind.attempt_s, kind.slow_s, False
+
+    def bound(self, remaining: float | None) -> float:
+        """Seconds the next gRPC attempt may take."""
+        return self.attempt_s if remaining is None else min(self.attempt_s, max(0.0, remaining) * ATTEMPT_SHARE)
+
+    def observe(self, seconds: float) -> None:
+        """A successful attempt's duration."""
+        samples = self._samples
+        samples.append(seconds)
+        self._seen += 1
+        if self._seen % _EVERY == 0 and len(samples) >= ADAPT_MIN_SAMPLES:
+            ordered = sorted(samples)
+            p95, p99 = (ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.95, 0.99))
+            kind = self.kind
+            self.attempt_s = min(kind.attempt_s, max(ADAPT_FLOOR * kind.slow_s, ADAPT_FACTOR * p99))
+            self.hedge_after_s = min(kind.slow_s, max(HEDGE_MIN_S, HEDGE_FACTOR * p95))
+            self.adapted = True
+
+
 class AttemptBounds:
+    """A caller's per-method latencies, and the hedge tokens its methods share."""
+
     def __init__(self) -> None:
-        self._samples: dict[str, collections.deque[float]] = {}
-        self._seen: dict[str, int] = {}
-        self._adapted: dict[str, float] = {}
-        self._hedge_after: dict[str, float] = {}
+        self._methods: dict[str, Latency] = {}
         self._tokens = HEDGE_TOKENS
 
-    def hedge_delay(self, method: str, kind: Kind) -> float | None:
+    def of(self, method: str, kind: Kind) -> Latency:
+        latency = self._methods.get(method)
+        if latency is None:
+            latency = self._methods[method] = Latency(kind)
+        return latency
+
+    def hedge_delay(self, latency: Latency) -> float | None:
         """Seconds after which this read may be hedged, or None: no hedge for this call (throttled). Called once per
         call; earns the call's share of a hedge token."""
         self._tokens = min(HEDGE_TOKENS, self._tokens + HEDGE_TOKEN_RATIO)
-        if self._tokens < 1.0:
-            return None
-        return self._hedge_after.get(method, kind.slow_s)
+        return latency.hedge_after_s if self._tokens >= 1.0 else None
 
     def spend_hedge(self) -> None:
         self._tokens -= 1.0
 
+    # the per-method view of tests and status, by name
     def bound(self, method: str, kind: Kind, remaining: float | None) -> float:
-        """Seconds the next gRPC attempt of `method` may take."""
-        b = self._adapted.get(method, kind.attempt_s)
-        return b if remaining is None else min(b, max(0.0, remaining) * ATTEMPT_SHARE)
+        return self.of(method, kind).bound(remaining)
 
     def observe(self, method: str, kind: Kind, seconds: float) -> None:
-        """A successful attempt's duration."""
-        samples = self._samples.get(method)
-        if samples is None:
-            samples = self._samples[method] = collections.deque(maxlen=_SAMPLES)
-        samples.append(seconds)
-        seen = self._seen[method] = self._seen.get(method, 0) + 1
-        if seen % _EVERY == 0 and len(samples) >= ADAPT_MIN_SAMPLES:
-            ordered = sorted(samples)
-            p95, p99 = (ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.95, 0.99))
-            self._adapted[method] = min(kind.attempt_s, max(ADAPT_FLOOR * kind.slow_s, ADAPT_FACTOR * p99))
-            self._hedge_after[method] = min(kind.slow_s, max(HEDGE_MIN_S, HEDGE_FACTOR * p95))
+        self.of(method, kind).observe(seconds)
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         """method -> its adapted attempt bound and hedge delay (methods still on their kind's defaults are absent)."""
-        return {m: {"attempt_s": b, "hedge_after_s": self._hedge_after[m]} for m, b in self._adapted.items()}
+        return {m: {"attempt_s": x.attempt_s, "hedge_after_s": x.hedge_after_s}
+                for m, x in self._methods.items() if x.adapted}
+
+
+class _Race(grpc_client.Interrupt):
+    """One hedged read in flight: the hold its primary's gRPC call registers with (Interrupt), and what starts its
+    backup once the delay has passed. Made once per hedged read; the closures of a race are its methods."""
+
+    __slots__ = ("_backup", "_is_answer", "_on_hedge", "_context", "second")
+
+    def __init__(self, backup: Callable[[], Awaitable[Any]], is_answer: Callable[[BaseException], bool],
+                 on_hedge: Callable[[], None]) -> None:
+        self.call, self.fired = None, False  # Interrupt's
+        self._backup, self._is_answer, self._on_hedge = backup, is_answer, on_hedge
+        self._context = contextvars.copy_context()  # the call's context, for the backup (before the hold is set)
+        self.second: asyncio.Task | None = None
+
+    def start_backup(self) -> None:
+        """The clock's callback: start the backup in the call's own context."""
+        self._context.run(self._start)
+
+    def _start(self) -> None:
+        self._on_hedge()
+        self.second = asyncio.get_running_loop().create_task(self._backup())
+        self.second.add_done_callback(self._backup_done)
+
+    def _backup_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and (task.exception() is None or self._is_answer(task.exception())):
+            self.fire()  # the backup answered: stop the primary
 
 
 class _HedgeClock:
     """One timer per event loop for the hedges in flight, instead of a timer per call: on uvloop each `call_later`
-    is a libuv timer handle, made, started, stopped and closed per call, about 2 % of a small read. A call registers
+    is a libuv timer handle, made, started, stopped and closed per call, about 2 % of a small read. A race registers
     when its hedge is due and leaves the table when it ends; the one timer fires at the earliest due time, starts the
-    backups that are due and arms itself for the next. Calls that end first (nearly all) cost a dict entry."""
+    backups that are due and arms itself for the next. Races that end first (nearly all) cost a dict entry."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._due: dict[int, tuple[float, contextvars.Context, Callable[[], None]]] = {}
-        self._keys = itertools.count()
+        self.loop = loop
+        self._due: dict[_Race, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for = 0.0
 
-    def add(self, delay: float, fire: Callable[[], None]) -> int:
-        """Run `fire` in the caller's current context after `delay` seconds, unless `discard`ed before."""
-        key, due = next(self._keys), self._loop.time() + delay
-        self._due[key] = (due, contextvars.copy_context(), fire)
+    def add(self, delay: float, race: _Race) -> None:
+        due = self._due[race] = self.loop.time() + delay
         if self._timer is None or due < self._armed_for:
             self._arm(due)
-        return key
 
-    def discard(self, key: int) -> None:
-        self._due.pop(key, None)
+    def discard(self, race: _Race) -> None:
+        self._due.pop(race, None)
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
         # In a context of its own: the timer serves every call, and each backup runs in its own call's context.
-        self._timer, self._armed_for = self._loop.call_at(when, self._tick, context=contextvars.Context()), when
+        self._timer, self._armed_for = self.loop.call_at(when, self._tick, context=contextvars.Context()), when
 
     def _tick(self) -> None:
         self._timer = None
-        now = self._loop.time()
-        for key in [k for k, (due, _, _) in self._due.items() if due <= now]:
-            _, context, fire = self._due.pop(key)
-            context.run(fire)
+        now = self.loop.time()
+        for race in [r for r, due in self._due.items() if due <= now]:
+            del self._due[race]
+            race.start_backup()
         if self._due:
-            self._arm(min(due for due, _, _ in self._due.values()))
+            self._arm(min(self._due.values()))
 
 
-_clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HedgeClock] = weakref.WeakKeyDictionary()
+# A thread runs one event loop at a time: its clock is found without a lookup keyed by the loop (a weak dictionary
+# costs a weakref per call, and its clock would keep the loop alive). A clock left behind by another loop of the same
+# thread lives on in that loop's timer until its races are done.
+_thread = threading.local()
 
 
 def _clock(loop: asyncio.AbstractEventLoop) -> _HedgeClock:
-    clock = _clocks.get(loop)
-    if clock is None:
-        clock = _clocks[loop] = _HedgeClock(loop)
+    clock = getattr(_thread, "clock", None)
+    if clock is None or clock.loop is not loop:
+        clock = _thread.clock = _HedgeClock(loop)
     return clock
 
 
@@ -126,43 +174,30 @@ async def hedge(primary: Awaitable[Any], backup: Callable[[], Awaitable[Any]], d
     task, the delay is kept by the loop's hedge clock, and only the backup, once the delay has passed, gets a task.
     A backup that answers first stops the primary by cancelling its gRPC call (transport.grpc_client.Interrupt), never
     the caller's task (see Interrupt for why)."""
-    loop = asyncio.get_running_loop()
-    hold = grpc_client.Interrupt()
-    second: asyncio.Task | None = None
-
-    def backup_done(t: asyncio.Task) -> None:
-        if not t.cancelled() and (t.exception() is None or is_answer(t.exception())):
-            hold.fire()  # the backup answered: stop the primary
-
-    def start_backup() -> None:
-        nonlocal second
-        on_hedge()
-        second = loop.create_task(backup())
-        second.add_done_callback(backup_done)
-
-    clock = _clock(loop)
-    due = clock.add(delay, start_backup)  # registered before the hold is set: the backup's context lacks it
-    token = grpc_client.interrupt.set(hold)
+    race = _Race(backup, is_answer, on_hedge)
+    clock = _clock(asyncio.get_running_loop())
+    clock.add(delay, race)
+    token = grpc_client.interrupt.set(race)
     try:
         try:
             return "primary", await primary  # its answer stands in a tie
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not hold.fired or (task is not None and task.cancelling()):
+            if not race.fired or (task is not None and task.cancelling()):
                 raise  # the caller itself was cancelled
-            assert second is not None and second.done()
-            return "backup", second.result()  # the backup answered (a result, or its answer error)
+            assert race.second is not None and race.second.done()
+            return "backup", race.second.result()  # the backup answered (a result, or its answer error)
         except BaseException as exc:
-            if second is None or is_answer(exc) or not isinstance(exc, Exception):
+            if race.second is None or is_answer(exc) or not isinstance(exc, Exception):
                 raise
         # The primary failed without an answer after the backup started: the backup's outcome is the call's.
         grpc_client.interrupt.reset(token)
         token = None
-        return "backup", await second
+        return "backup", await race.second
     finally:
-        clock.discard(due)
-        hold.call = None  # the call's task keeps the context that holds `hold`: a cycle per call for the collector
+        clock.discard(race)
+        race.call = None  # the call's task keeps the context that holds the race: a cycle per call for the collector
         if token is not None:
             grpc_client.interrupt.reset(token)
-        if second is not None and not second.done():
-            second.cancel()
+        if race.second is not None and not race.second.done():
+            race.second.cancel()

@@ -22,7 +22,7 @@ import collections
 import contextvars
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
@@ -71,6 +71,21 @@ class CallRecord:
 
 _DEFAULT_POLICY = MethodPolicy()
 
+
+@dataclass(slots=True)
+class _Method:
+    """What a caller needs per method, found once (its first call) instead of looked up on every call: its policy and
+    kind, its observed latency, whether its reads are hedged, and the metric updates of its usual outcome."""
+
+    policy: MethodPolicy
+    kind: resilience.Kind
+    latency: attempts.Latency
+    hedged: bool
+    chose_grpc: Callable[[float], None]
+    chose_rest: Callable[[float], None]
+    ok_grpc: Callable[[float], None]  # fxplat_client_calls_total{transport="grpc", code="OK", fallback="false"}
+    latency_grpc: Callable[[float], None]
+
 # The latest calls of every adapter in the process, newest last: the status page's "recent traffic".
 RECENT_CALLS: collections.deque[CallRecord] = collections.deque(maxlen=5000)
 last_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("fxplat_last_call", default=None)
@@ -86,7 +101,7 @@ def transport_failure(exc: BaseException) -> bool:
     return isinstance(exc, (E.Unavailable, E.DeadlineExceeded, E.Unimplemented))
 
 
-def _fallback_reason(exc: BaseException) -> str | None:
+def _fallback_reason(exc: BaseException, deadline: float) -> str | None:
     if isinstance(exc, BreakerOpen):
         return "breaker_open"
     if isinstance(exc, E.Unimplemented):
@@ -94,8 +109,7 @@ def _fallback_reason(exc: BaseException) -> str | None:
     if isinstance(exc, E.Unavailable):
         return "draining" if exc.reason == SHUTTING_DOWN else "unavailable"
     if isinstance(exc, E.DeadlineExceeded):
-        left = context.remaining()
-        return "deadline" if left is not None and left > 0 else None
+        return "deadline" if deadline > time.monotonic() else None
     return None
 
 
@@ -116,6 +130,7 @@ class FlaggedCaller(Generic[Impl]):
     kinds: dict[str, resilience.Kind] = field(default_factory=lambda: dict(resilience.KINDS))
     bounds: attempts.AttemptBounds = field(default_factory=attempts.AttemptBounds)
     _updates: dict = field(default_factory=dict, repr=False)  # metric updates bound once per label values
+    _methods: dict[str, _Method] = field(default_factory=dict, repr=False)
 
     def _update(self, metric, *labels: str):
         """The update of `metric.labels(self.service, *labels)` (transport.metrics.updater), bound once: `.labels()`
@@ -125,28 +140,48 @@ class FlaggedCaller(Generic[Impl]):
             update = self._updates[(metric, labels)] = updater(metric.labels(self.service, *labels))
         return update
 
+    def _method(self, method: str) -> _Method:
+        m = self._methods.get(method)
+        if m is None:
+            policy = self.policies.get(method, _DEFAULT_POLICY)
+            kind = self.kinds[policy.kind]
+            m = self._methods[method] = _Method(
+                policy, kind, self.bounds.of(method, kind), policy.read and policy.idempotent and kind.hedge,
+                self._update(CLIENT_CHOICES, method, "grpc"), self._update(CLIENT_CHOICES, method, "rest"),
+                self._update(CLIENT_CALLS, method, "grpc", "OK", "false"), self._update(CLIENT_LATENCY, method, "grpc"))
+        return m
+
     async def call(self, method: str, client_method: str, *args: Any, key: str | None = None) -> Any:
         """RPC `method`, made as `client.<client_method>(*args)` on the client of the transport it gets."""
+        m = self._methods.get(method) or self._method(method)
         record = CallRecord(self.service, method)
         last_call.set(record)
         start = time.perf_counter()
-        key = key if key is not None else routing_key.get()
-        use_grpc = self.use_grpc(method, key)
-        self._update(CLIENT_CHOICES, method, "grpc" if use_grpc else "rest")(1)
-        shadowed = self._shadow(method, key, use_grpc, client_method, args)
-        policy = self.policies.get(method, _DEFAULT_POLICY)
+        # The call's deadline: its caller's, else its own budget from now. Each phase runs under it (gRPC attempts
+        # under a tighter one), so it is set in the context only by the phases, not once more around them.
+        deadline = context.deadline()
+        if deadline is None:
+            deadline = time.monotonic() + self.budget_s
+        if key is None:
+            key = routing_key.get()
+        if self.force:
+            use_grpc = self.force == "grpc"
+        else:
+            use_grpc = self.grpc is not None and self.flags.use_grpc(self.service, method, caller=self.caller, key=key)
+        (m.chose_grpc if use_grpc else m.chose_rest)(1)
+        shadowed = None if self.shadower is None else \
+            self._shadow(m.policy, method, key, use_grpc, client_method, args, deadline)
         result: Any = None
         try:
-            with context.budget(self.budget_s if context.remaining() is None else None):
-                if use_grpc:
-                    try:
-                        result = await self._grpc(method, policy, client_method, args, record)
-                        return result
-                    except (E.DomainError, BreakerOpen) as exc:
-                        self._fall_back(method, policy, exc, record)
-                record.transport = "rest"
-                result = await self._rest_with_retries(method, policy, client_method, args, record)
-                return result
+            if use_grpc:
+                try:
+                    result = await self._grpc(m, method, client_method, args, record, deadline)
+                    return result
+                except (E.DomainError, BreakerOpen) as exc:
+                    self._fall_back(method, m.policy, exc, record, deadline)
+            record.transport = "rest"
+            result = await self._rest_with_retries(method, m.policy, client_method, args, record, deadline)
+            return result
         except (E.Unavailable, E.DeadlineExceeded) as exc:
             record.code = exc.code
             if "service" in exc.metadata:  # a server's own answer, naming the dependency it could not reach
@@ -159,28 +194,30 @@ class FlaggedCaller(Generic[Impl]):
                 "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "INTERNAL"
             raise
         finally:
-            record.latency_s = time.perf_counter() - start
+            record.latency_s = latency = time.perf_counter() - start
             RECENT_CALLS.append(record)
-            self._update(CLIENT_CALLS, method, record.transport or "none", record.code,
-                         "true" if record.fell_back else "false")(1)
-            if record.transport:
-                self._update(CLIENT_LATENCY, method, record.transport)(record.latency_s)
+            if record.transport == "grpc" and record.code == "OK" and not record.fallback_reason:
+                m.ok_grpc(1)
+                m.latency_grpc(latency)
+            else:
+                self._update(CLIENT_CALLS, method, record.transport or "none", record.code,
+                             "true" if record.fell_back else "false")(1)
+                if record.transport:
+                    self._update(CLIENT_LATENCY, method, record.transport)(latency)
             if shadowed is not None:
                 shadowed.set_result(Outcome(result, record.code, record.latency_s))
 
-    def _shadow(self, method: str, key: str | None, use_grpc: bool, client_method: str,
-                args: tuple) -> asyncio.Future | None:
+    def _shadow(self, policy: MethodPolicy, method: str, key: str | None, use_grpc: bool, client_method: str,
+                args: tuple, deadline: float) -> asyncio.Future | None:
         """Start the shadow call of a sampled read (never a write), concurrently with the primary; returns the future
         the primary's outcome goes into, or None when this call is not shadowed."""
         if self.shadower is None or self.force or self.grpc is None or self.endpoint is None:
             return None
-        policy = self.policies.get(method, _DEFAULT_POLICY)
         if not policy.read or not self.flags.shadow(self.service, method, key):
             return None
         primary: asyncio.Future = asyncio.get_running_loop().create_future()
         other, target = ("rest", self.endpoint.rest_url) if use_grpc else ("grpc", self.endpoint.grpc_target)
-        left = context.remaining()
-        call = ShadowCall(self.service, other, target, client_method, args, self.budget_s if left is None else left,
+        call = ShadowCall(self.service, other, target, client_method, args, deadline - time.monotonic(),
                           context.request_id.get() or "")
         launched = self.shadower.launch(method, "grpc" if use_grpc else "rest", primary, call, policy.shadow_ignore)
         return primary if launched else None
@@ -190,11 +227,12 @@ class FlaggedCaller(Generic[Impl]):
             return self.force == "grpc"
         return self.grpc is not None and self.flags.use_grpc(self.service, method, caller=self.caller, key=key)
 
-    def _fall_back(self, method: str, policy: MethodPolicy, exc: BaseException, record: CallRecord) -> None:
+    def _fall_back(self, method: str, policy: MethodPolicy, exc: BaseException, record: CallRecord,
+                   deadline: float) -> None:
         """After the gRPC phase failed with `exc`: return if the call goes on over REST, else raise."""
         if record.fallback_reason == "hedge":
             raise exc  # REST was tried too, as the hedge: no transport is left to fall back to
-        reason = _fallback_reason(exc)
+        reason = _fallback_reason(exc, deadline)
         if reason not in _NOT_RUN and not policy.idempotent:
             reason = None  # the call may have run before the failure: replaying it could run it twice
         if reason is None or self.force == "grpc":
@@ -204,17 +242,16 @@ class FlaggedCaller(Generic[Impl]):
         record.fallback_reason = reason
         CLIENT_FALLBACKS.labels(self.service, method, reason).inc()
 
-    async def _grpc(self, method: str, policy: MethodPolicy, client_method: str, args: tuple, record: CallRecord):
+    async def _grpc(self, m: _Method, method: str, client_method: str, args: tuple, record: CallRecord,
+                    deadline: float):
         """The gRPC phase: bounded attempts (one retry on another replica), under the breaker, hedged if a read."""
-        kind = self.kinds[policy.kind]
+        policy = m.policy
         # A non-idempotent call cannot move to REST after a timeout, so cutting it short would only fail it sooner.
-        bound = self.bounds.bound(method, kind, context.remaining()) if policy.idempotent else None
-        slow_s = kind.slow_s if bound is None else min(kind.slow_s, bound)
-        if self.force or not (policy.read and policy.idempotent and kind.hedge):
-            return await self._attempts(method, policy, kind, bound, slow_s, client_method, args, record)
-        delay = self.bounds.hedge_delay(method, kind)
-        if delay is None:  # hedges are throttled: this call waits for its gRPC attempt
-            return await self._attempts(method, policy, kind, bound, slow_s, client_method, args, record)
+        bound = m.latency.bound(deadline - time.monotonic()) if policy.idempotent else None
+        slow_s = m.kind.slow_s if bound is None or bound > m.kind.slow_s else bound
+        delay = None if self.force or not m.hedged else self.bounds.hedge_delay(m.latency)
+        if delay is None:  # not a hedged read, or hedges are throttled: the call waits for its gRPC attempt
+            return await self._attempts(m, method, bound, slow_s, client_method, args, record, deadline)
 
         def hedged() -> None:
             self.bounds.spend_hedge()
@@ -222,36 +259,40 @@ class FlaggedCaller(Generic[Impl]):
             CLIENT_FALLBACKS.labels(self.service, method, "hedge").inc()
 
         winner, result = await attempts.hedge(
-            self._attempts(method, policy, kind, bound, slow_s, client_method, args, record),
-            lambda: self._rest_with_retries(method, policy, client_method, args, record),
-            min(delay, slow_s), _is_answer, hedged)
+            self._attempts(m, method, bound, slow_s, client_method, args, record, deadline),
+            lambda: self._rest_with_retries(method, policy, client_method, args, record, deadline),
+            delay if delay < slow_s else slow_s, _is_answer, hedged)
         record.transport, record.fallback_reason = ("rest", "hedge") if winner == "backup" else ("grpc", "")
         return result
 
-    async def _attempts(self, method: str, policy: MethodPolicy, kind: resilience.Kind, bound: float | None,
-                        slow_s: float, client_method: str, args: tuple, record: CallRecord):
+    async def _attempts(self, m: _Method, method: str, bound: float | None, slow_s: float, client_method: str,
+                        args: tuple, record: CallRecord, deadline: float):
         """The gRPC attempts of one call, admitted and judged by the breaker as one phase. Written out in one
         coroutine (not the breaker's `call` around a closure): this runs on every gRPC call."""
         breaker = self.breaker
-        trial = breaker.admit() if breaker is not None else False
-        phase_start = time.perf_counter()
+        trial = False if breaker is None or breaker.closed else breaker.admit()
+        phase_start = start = time.perf_counter()
         failed: bool | None = False
         try:
             for attempt in (1, 2):
                 record.attempts += 1
                 record.transport = "grpc"
-                start = time.perf_counter()
+                if attempt == 2:
+                    start = time.perf_counter()
+                # The attempt's deadline: its bound from now, within the call's.
+                token = context.run_until(deadline if bound is None else min(deadline, time.monotonic() + bound))
                 try:
-                    with context.budget(bound):
-                        result = await getattr(self.grpc, client_method)(*args)
+                    result = await getattr(self.grpc, client_method)(*args)
                 except E.Unavailable as exc:
                     # Again on gRPC: a refusal that never ran (a draining replica), or a read (a dead replica's
                     # calls). A write goes to REST at once, as before: its key makes that replay safe too.
-                    if attempt == 2 or not (exc.reason == SHUTTING_DOWN or (policy.idempotent and policy.read)):
+                    if attempt == 2 or not (exc.reason == SHUTTING_DOWN or (m.policy.idempotent and m.policy.read)):
                         raise
                     CLIENT_RETRIES.labels(self.service, method, "grpc").inc()
                     continue
-                self.bounds.observe(method, kind, time.perf_counter() - start)
+                finally:
+                    context.restore(token)
+                m.latency.observe(time.perf_counter() - start)
                 return result
         except BaseException as exc:
             failed = breaker.failure(exc) if breaker is not None else None
@@ -261,22 +302,25 @@ class FlaggedCaller(Generic[Impl]):
                 breaker.settle(trial, time.perf_counter() - phase_start, slow_s, failed)
 
     async def _rest_with_retries(self, method: str, policy: MethodPolicy, client_method: str, args: tuple,
-                                 record: CallRecord):
-        left = context.remaining()
+                                 record: CallRecord, deadline: float):
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.rest_attempts) | stop_after_delay(max(0.0, left or 0.0)),
+            stop=stop_after_attempt(self.rest_attempts) | stop_after_delay(max(0.0, deadline - time.monotonic())),
             wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.05),
             # A draining server refused the call before running it: even a non-idempotent one may go again.
             retry=retry_if_exception(lambda exc: isinstance(exc, E.Unavailable)
                                      and (policy.idempotent or exc.reason == SHUTTING_DOWN)),
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                record.attempts += 1
-                if attempt.retry_state.attempt_number > 1:
-                    CLIENT_RETRIES.labels(self.service, method, "rest").inc()
-                return await getattr(self.rest, client_method)(*args)
+        token = context.run_until(deadline)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    record.attempts += 1
+                    if attempt.retry_state.attempt_number > 1:
+                        CLIENT_RETRIES.labels(self.service, method, "rest").inc()
+                    return await getattr(self.rest, client_method)(*args)
+        finally:
+            context.restore(token)
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -43,6 +43,20 @@ class budget:
             _deadline.reset(self._token)
 
 
+def deadline() -> float | None:
+    """The current call's deadline (time.monotonic() seconds), or None when it has none."""
+    return _deadline.get()
+
+
+def run_until(at: float) -> contextvars.Token:
+    """Make `at` the deadline of what runs next in this context, until `restore(token)`. For code that computed the
+    deadline itself, never later than the one it was given (budget is the block form)."""
+    return _deadline.set(at)
+
+
+restore = _deadline.reset
+
+
 def timeout_header(seconds: float) -> str:
     """The budget as sent to the next hop: whole milliseconds, rounded down so a hop never gets more than is left."""
     return str(max(1, int(seconds * 1000)))

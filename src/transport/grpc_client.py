@@ -3,6 +3,8 @@ forwards the request id and trace context (in a CLIENT span) and turns RpcErrors
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Awaitable
+from typing import Any
 
 import grpc
 
@@ -31,7 +33,9 @@ class Interrupt:
 interrupt: contextvars.ContextVar[Interrupt | None] = contextvars.ContextVar("fxplat_grpc_interrupt", default=None)
 
 
-async def unary(stub_method, request, *, metadata: tuple[tuple[str, str], ...] = ()):
+def unary(stub_method, request, *, metadata: tuple[tuple[str, str], ...] = ()) -> Awaitable[Any]:
+    """The call of `stub_method(request)` under the remaining budget, as an awaitable. A plain function that returns
+    the coroutine to await: the checks run at once and the call adds no coroutine of its own (this is every call)."""
     left = context.remaining()
     if left is not None and left <= 0:
         raise E.DeadlineExceeded("deadline exceeded before the call was sent")
@@ -39,19 +43,27 @@ async def unary(stub_method, request, *, metadata: tuple[tuple[str, str], ...] =
     # The budget travels as gRPC's own deadline (grpc-timeout). The core rounds it up when it encodes it, by little
     # (measured: 2.9999 s arrives as 3.009 s, 29.999 s as 29.999 s): our x-request-timeout-ms header on top, which
     # the server still honours from other clients, cost ~6 % of a small call for those milliseconds.
-    md = list(metadata)
     if rid := context.request_id.get():
-        md.append((context.REQUEST_ID_HEADER, rid))
+        metadata = (*metadata, (context.REQUEST_ID_HEADER, rid))
+    if tracing.enabled():
+        return _traced(stub_method, request, timeout, metadata)
+    return _invoke(stub_method, request, timeout, metadata)
+
+
+async def _traced(stub_method, request, timeout: float, metadata: tuple[tuple[str, str], ...]):
     # A multicallable knows its path ('/forex.x.v1.XService/Method') only privately; it names the span.
-    name = getattr(stub_method, "_method", b"").decode().lstrip("/") if tracing.enabled() else ""
+    name = getattr(stub_method, "_method", b"").decode().lstrip("/")
     with tracing.client_span(name, "grpc") as trace_headers:
-        md.extend(trace_headers.items())
-        call = stub_method(request, timeout=timeout, metadata=md)
-        if (hold := interrupt.get()) is not None:
-            hold.call = call
-            if hold.fired:
-                call.cancel()
-        try:
-            return await call
-        except grpc.aio.AioRpcError as exc:
-            raise errors.from_grpc_error(exc) from None
+        return await _invoke(stub_method, request, timeout, (*metadata, *trace_headers.items()))
+
+
+async def _invoke(stub_method, request, timeout: float, metadata: tuple[tuple[str, str], ...]):
+    call = stub_method(request, timeout=timeout, metadata=metadata)
+    if (hold := interrupt.get()) is not None:
+        hold.call = call
+        if hold.fired:
+            call.cancel()
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        raise errors.from_grpc_error(exc) from None
