@@ -29,6 +29,7 @@ def timeframe_from_pb(value: int, field: str = "timeframe", default: Timeframe |
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_fromtimestamp = datetime.fromtimestamp
 
 
 def timestamp_fields(dt: datetime) -> dict[str, int]:
@@ -49,7 +50,10 @@ def timestamp_from_pb(ts: timestamp_pb2.Timestamp, field: str = "time") -> datet
     """An aware UTC datetime (nanoseconds truncated to microseconds, as protobuf's ToDatetime does); INVALID_ARGUMENT
     naming `field` for a Timestamp outside years 1..9999 or with bad nanos."""
     seconds, nanos = ts.seconds, ts.nanos
-    limits.check_timestamp(seconds, nanos, field)
+    if not (limits.MIN_SECONDS <= seconds <= limits.MAX_SECONDS and 0 <= nanos <= 999_999_999):
+        limits.check_timestamp(seconds, nanos, field)  # raises, naming the field and the bound
+    if nanos < 1_000:  # whole seconds (bar times, trade fills): fromtimestamp is one C call, the sum two objects
+        return _fromtimestamp(seconds, timezone.utc)
     return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1_000)
 
 

@@ -1,6 +1,8 @@
 """Analysis Coordinator over gRPC: the codec (which nests the other services' codecs), the server skin and the client."""
 from __future__ import annotations
 
+import weakref
+
 from forex.analysis_coordinator.v1 import analysis_coordinator_pb2 as pb
 from forex.analysis_coordinator.v1 import analysis_coordinator_pb2_grpc as pb_grpc
 from forex.common.v1 import common_pb2
@@ -71,12 +73,31 @@ def analysis_from_pb(m: pb.Analysis) -> Analysis:
         calls=tuple(call_from_pb(c) for c in m.calls))
 
 
+# An analysis is encoded to be stored, and its gRPC answer is the same bytes; one read from the store is answered
+# with the bytes it was read from. So each analysis remembers its encoding for as long as the (immutable) object lives:
+# keyed by identity, dropped when the object dies. Saves an encoding (~2.6 ms for 3 symbols over 3 months of H1) per
+# RunAnalysis and GetAnalysis.
+_encoded: dict[int, tuple[weakref.ref, bytes]] = {}
+
+
+def _remember(a: Analysis, data: bytes) -> None:
+    key = id(a)
+    _encoded[key] = (weakref.ref(a, lambda _, key=key: _encoded.pop(key, None)), data)
+
+
 def analysis_to_bytes(a: Analysis) -> bytes:
-    return analysis_to_pb(a).SerializeToString()
+    hit = _encoded.get(id(a))
+    if hit is not None and hit[0]() is a:
+        return hit[1]
+    data = analysis_to_pb(a).SerializeToString()
+    _remember(a, data)
+    return data
 
 
 def analysis_from_bytes(data: bytes) -> Analysis:
-    return analysis_from_pb(pb.Analysis.FromString(data))
+    a = analysis_from_pb(pb.Analysis.FromString(data))
+    _remember(a, data)
+    return a
 
 
 def summary_to_pb(s: AnalysisSummary) -> pb.AnalysisSummary:
