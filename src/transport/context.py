@@ -43,17 +43,11 @@ class budget:
             _deadline.reset(self._token)
 
 
-def deadline() -> float | None:
-    """The current call's deadline (time.monotonic() seconds), or None when it has none."""
-    return _deadline.get()
-
-
-def run_until(at: float) -> contextvars.Token:
-    """Make `at` the deadline of what runs next in this context, until `restore(token)`. For code that computed the
-    deadline itself, never later than the one it was given (budget is the block form)."""
-    return _deadline.set(at)
-
-
+# The deadline of the current call (time.monotonic() seconds) or None; `run_until(at)` makes `at` the deadline of
+# what runs next in this context until `restore(token)`, for code that computed it itself, never later than the one
+# it was given (`budget` is the block form). The ContextVar's own methods: adapters call them on every call.
+deadline = _deadline.get
+run_until = _deadline.set
 restore = _deadline.reset
 
 

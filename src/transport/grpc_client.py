@@ -3,6 +3,7 @@ forwards the request id and trace context (in a CLIENT span) and turns RpcErrors
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -36,10 +37,11 @@ interrupt: contextvars.ContextVar[Interrupt | None] = contextvars.ContextVar("fx
 def unary(stub_method, request, *, metadata: tuple[tuple[str, str], ...] = ()) -> Awaitable[Any]:
     """The call of `stub_method(request)` under the remaining budget, as an awaitable. A plain function that returns
     the coroutine to await: the checks run at once and the call adds no coroutine of its own (this is every call)."""
-    left = context.remaining()
-    if left is not None and left <= 0:
+    deadline = context.deadline()
+    if deadline is None:
+        timeout = context.DEFAULT_BUDGET_S
+    elif (timeout := deadline - time.monotonic()) <= 0:
         raise E.DeadlineExceeded("deadline exceeded before the call was sent")
-    timeout = context.DEFAULT_BUDGET_S if left is None else left
     # The budget travels as gRPC's own deadline (grpc-timeout). The core rounds it up when it encodes it, by little
     # (measured: 2.9999 s arrives as 3.009 s, 29.999 s as 29.999 s): our x-request-timeout-ms header on top, which
     # the server still honours from other clients, cost ~6 % of a small call for those milliseconds.
