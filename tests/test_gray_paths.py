@@ -79,6 +79,10 @@ async def _fault_and_heal(proxy, adapter, mode: str, delay_s: float = 0.0) -> tu
             break
         await asyncio.sleep(0.1)
     await load.stop()
+    during = load.since(fault, fault + 8.0)
+    print(f"\n{mode}: {len(load.calls)} calls, {len(load.failures)} failed; during the fault {len(during)} calls, "
+          f"{sum(c[2] == 'rest' for c in during)} on REST, p99 {p99([c[1] for c in during]) * 1000:,.0f} ms; breaker "
+          f"open after {'never' if opened is None else f'{opened - fault:.2f} s'}")  # the figures, with -s
     return load, fault, opened
 
 
