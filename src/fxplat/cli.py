@@ -354,7 +354,7 @@ def status(
 @app.command()
 def bench(
     json_file: Annotated[Optional[Path], typer.Option("--json", help="Also write the rows and ratios to this file.")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Fewer sizes and iterations (a smoke run, ~15 s).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer sizes and iterations (a smoke run, ~40 s).")] = False,
     streams: Annotated[bool, typer.Option("--streams", help="Instead: live quotes, gRPC stream vs SSE, 1 and 100 "
                                                             "subscribers: quotes/s and server CPU per quote.")] = False,
     # worker processes (fxplat.bench_workers)
@@ -363,7 +363,8 @@ def bench(
                           "call and the load generator's CPU (~2 min).")] = False,
 ) -> None:
     """Benchmark REST vs gRPC through the adapters, and the adapter vs a raw stub, against a Market Analysis server
-    started in a separate process; prints p50/p99, 16-caller throughput and the ratios with their targets (~1 min)."""
+    started in a separate process, beside bare and route floors and the analysis fan-out; prints p50/p99, 16-caller
+    throughput and the ratios with their targets (~3 min)."""
     if streams:  # issue 17: src/fxplat/bench_streams.py
         from fxplat.bench_streams import run_stream_bench
 
