@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import math
 import re
@@ -267,6 +268,7 @@ _TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _TOKEN_BODY = re.compile(r"1:(-?\d{1,19}):([0-9a-f]{16})")
 
 
+@functools.lru_cache(maxsize=4096)  # a hash per page asked for; the same few queries come again and again
 def _fingerprint(symbol: str, timeframe: Timeframe, range: TimeRange) -> str:
     bounds = [b.isoformat() if b is not None else "" for b in (range.start, range.end)]
     text = "|".join((symbol, timeframe.value, *bounds))
