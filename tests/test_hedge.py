@@ -1,4 +1,4 @@
-"""The hedge of a read (adapters.attempts.hedge) and the one timer per event loop that keeps every hedge's delay: a
+"""The hedge of a read (adapters.attempts.Race) and the one timer per event loop that keeps every hedge's delay: a
 backup starts after its own call's delay and not before, runs in its own call's context, wins when it answers first;
 a primary that answers first starts no backup and leaves nothing behind."""
 from __future__ import annotations
@@ -13,6 +13,17 @@ from adapters import attempts
 from transport import grpc_client
 
 who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+
+
+async def hedge(primary, backup, delay: float, is_answer, on_hedge) -> tuple[str, object]:
+    """A race written as adapters.core writes it around its gRPC phase: ("primary" | "backup", the answer)."""
+    race = attempts.Race(backup, is_answer, on_hedge, delay)
+    try:
+        return "primary", await primary
+    except BaseException as exc:
+        return "backup", await race.after(exc)
+    finally:
+        race.end()
 
 
 def never_an_answer(exc: BaseException) -> bool:
@@ -36,7 +47,7 @@ async def test_a_slow_primary_is_hedged_after_its_delay_and_the_backup_answers()
         return f"backup of {who.get()}"
 
     who.set("call-1")
-    winner, result = await attempts.hedge(interruptible(5, "primary"), backup, 0.05, never_an_answer,
+    winner, result = await hedge(interruptible(5, "primary"), backup, 0.05, never_an_answer,
                                           lambda: hedged.append(time.monotonic() - start))
     assert (winner, result) == ("backup", "backup of call-1")
     assert len(hedged) == 1 and 0.05 <= hedged[0] < 1.0
@@ -50,11 +61,12 @@ async def test_a_fast_primary_starts_no_backup_and_leaves_no_timer_entry():
         raise AssertionError("no backup for a primary that answers in time")
 
     for i in range(200):
-        assert await attempts.hedge(interruptible(0, i), backup, 0.02, never_an_answer, lambda: hedged.append(1)) \
+        assert await hedge(interruptible(0, i), backup, 0.02, never_an_answer, lambda: hedged.append(1)) \
             == ("primary", i)
     await asyncio.sleep(0.05)  # past every delay: a forgotten entry would fire now
     assert hedged == []
-    assert attempts._clock(asyncio.get_running_loop())._due == {}
+    clock = attempts.clock()
+    assert clock is not None and clock.races == []  # the tick dropped every race that had ended
 
 
 async def test_concurrent_hedges_each_fire_after_their_own_delay_in_their_own_context():
@@ -69,7 +81,7 @@ async def test_concurrent_hedges_each_fire_after_their_own_delay_in_their_own_co
             assert who.get() == name  # the backup sees its own call's context, not the one that armed the timer
             return name
 
-        return await attempts.hedge(interruptible(primary_s, "primary"), backup, delay, never_an_answer,
+        return await hedge(interruptible(primary_s, "primary"), backup, delay, never_an_answer,
                                     lambda: None)
 
     results = await asyncio.gather(one("late", 0.30, 5), one("early", 0.05, 5), one("answers", 0.10, 0.01),
@@ -93,4 +105,4 @@ async def test_the_primary_answer_wins_a_tie_and_an_answer_error_ends_the_race()
         await asyncio.sleep(5)
 
     with pytest.raises(NotFound):  # an answer error is the call's answer, not a reason to wait for the backup
-        await attempts.hedge(failing_primary(), backup, 0.001, lambda exc: isinstance(exc, NotFound), lambda: None)
+        await hedge(failing_primary(), backup, 0.001, lambda exc: isinstance(exc, NotFound), lambda: None)

@@ -1,7 +1,7 @@
 """The bounds of one gRPC attempt, and the hedge of a read onto REST.
 
 `AttemptBounds` keeps, per method, the latency of recent successful gRPC calls and derives the attempt bound from it
-(see adapters.resilience for the rules). `hedge` races a slow primary against a backup started after a delay: grpcio
+(see adapters.resilience for the rules). A `Race` hedges a slow primary with a backup started after a delay: grpcio
 does not implement gRPC's own hedging, so the adapter does it, across transports.
 """
 from __future__ import annotations
@@ -86,25 +86,78 @@ class AttemptBounds:
                 for m, x in self._methods.items() if x.adapted}
 
 
-class _Race(grpc_client.Interrupt):
-    """One hedged read in flight: the hold its primary's gRPC call registers with (Interrupt), and what starts its
-    backup once the delay has passed. Made once per hedged read; the closures of a race are its methods."""
+class Race(grpc_client.Interrupt):
+    """One hedged read in flight: its primary (a gRPC phase) runs inline in the caller's task; if it has not finished
+    after `delay` seconds, `backup()` starts too, and the first to finish with an answer (a result, or an error
+    `is_answer` accepts: the service's own verdict) wins. grpcio does not implement gRPC's own hedging, so the adapter
+    does it, across transports. Use:
 
-    __slots__ = ("_backup", "_is_answer", "_on_hedge", "_context", "second")
+        race = Race(backup, is_answer, on_hedge, delay)
+        try:
+            result, winner = await primary, "primary"  # its answer stands in a tie
+        except BaseException as exc:
+            result, winner = await race.after(exc), "backup"  # the backup's outcome, or `exc` raised again
+        finally:
+            race.end()
+
+    The common case costs no task, no timer and no coroutine of its own: the delay is kept by the loop's hedge clock,
+    and only the backup, once due, gets a task. A backup that answers first stops the primary by cancelling its gRPC
+    call (the hold, transport.grpc_client.Interrupt), never the caller's task (see Interrupt for why)."""
+
+    __slots__ = ("due", "ended", "second", "_backup", "_is_answer", "_on_hedge", "_context", "_token")
 
     def __init__(self, backup: Callable[[], Awaitable[Any]], is_answer: Callable[[BaseException], bool],
-                 on_hedge: Callable[[], None]) -> None:
+                 on_hedge: Callable[[], None], delay: float) -> None:
         self.call, self.fired = None, False  # Interrupt's
+        self.ended = False
         self._backup, self._is_answer, self._on_hedge = backup, is_answer, on_hedge
         self._context = contextvars.copy_context()  # the call's context, for the backup (before the hold is set)
         self.second: asyncio.Task | None = None
+        loop = asyncio.get_running_loop()
+        clock = getattr(_thread, "clock", None)
+        if clock is None or clock.loop is not loop:
+            clock = _thread.clock = _HedgeClock(loop)
+        self.due = loop.time() + delay
+        clock.add(self)
+        self._token: contextvars.Token | None = grpc_client.interrupt.set(self)
+
+    async def after(self, exc: BaseException) -> Any:
+        """The call's outcome once its primary raised `exc`: the backup's, when the backup answered first (the
+        primary's call was cancelled for it) or when the primary failed without an answer after the backup had
+        started; otherwise `exc` again (the caller's own cancel, an answer error, a failure before any backup)."""
+        if isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if not self.fired or (task is not None and task.cancelling()):
+                raise exc  # the caller itself was cancelled
+            assert self.second is not None and self.second.done()
+            return self.second.result()  # the backup answered (a result, or its answer error)
+        if self.second is None or self._is_answer(exc) or not isinstance(exc, Exception):
+            raise exc
+        # The primary failed without an answer after the backup started: the backup's outcome is the call's.
+        self._release_hold()
+        return await self.second
+
+    def end(self) -> None:
+        """The call is over: leave the clock (at its next tick), drop the hold, stop a backup still running."""
+        self.ended = True
+        self.call = self._backup = self._context = None  # a finished race waits for the tick: it keeps nothing
+        self._release_hold()
+        if self.second is not None and not self.second.done():
+            self.second.cancel()
+
+    def _release_hold(self) -> None:
+        if self._token is not None:
+            grpc_client.interrupt.reset(self._token)
+            self._token = None
 
     def start_backup(self) -> None:
         """The clock's callback: start the backup in the call's own context."""
+        assert self._context is not None
         self._context.run(self._start)
 
     def _start(self) -> None:
         self._on_hedge()
+        assert self._backup is not None
         self.second = asyncio.get_running_loop().create_task(self._backup())
         self.second.add_done_callback(self._backup_done)
 
@@ -115,23 +168,21 @@ class _Race(grpc_client.Interrupt):
 
 class _HedgeClock:
     """One timer per event loop for the hedges in flight, instead of a timer per call: on uvloop each `call_later`
-    is a libuv timer handle, made, started, stopped and closed per call, about 2 % of a small read. A race registers
-    when its hedge is due and leaves the table when it ends; the one timer fires at the earliest due time, starts the
-    backups that are due and arms itself for the next. Races that end first (nearly all) cost a dict entry."""
+    is a libuv timer handle, made, started, stopped and closed per call. A race joins the clock's list when it starts
+    and is not removed when it ends (a list append per call, nothing more): the one timer fires at the earliest due
+    time, drops the races that ended, starts the backups that are due and arms itself for the next. Under load it
+    fires about once per hedge delay and finds nearly every race ended."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._due: dict[_Race, float] = {}
+        self.races: list[Race] = []  # joined since the last tick, ended ones included
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for = 0.0
 
-    def add(self, delay: float, race: _Race) -> None:
-        due = self._due[race] = self.loop.time() + delay
-        if self._timer is None or due < self._armed_for:
-            self._arm(due)
-
-    def discard(self, race: _Race) -> None:
-        self._due.pop(race, None)
+    def add(self, race: Race) -> None:
+        self.races.append(race)
+        if self._timer is None or race.due < self._armed_for:
+            self._arm(race.due)
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -141,12 +192,17 @@ class _HedgeClock:
 
     def _tick(self) -> None:
         self._timer = None
-        now = self.loop.time()
-        for race in [r for r, due in self._due.items() if due <= now]:
-            del self._due[race]
-            race.start_backup()
-        if self._due:
-            self._arm(min(self._due.values()))
+        now, waiting = self.loop.time(), []
+        for race in self.races:
+            if race.ended:
+                continue
+            if race.due <= now:
+                race.start_backup()
+            else:
+                waiting.append(race)
+        self.races = waiting
+        if waiting:
+            self._arm(min(race.due for race in waiting))
 
 
 # A thread runs one event loop at a time: its clock is found without a lookup keyed by the loop (a weak dictionary
@@ -155,49 +211,6 @@ class _HedgeClock:
 _thread = threading.local()
 
 
-def _clock(loop: asyncio.AbstractEventLoop) -> _HedgeClock:
-    clock = getattr(_thread, "clock", None)
-    if clock is None or clock.loop is not loop:
-        clock = _thread.clock = _HedgeClock(loop)
-    return clock
-
-
-async def hedge(primary: Awaitable[Any], backup: Callable[[], Awaitable[Any]], delay: float,
-                is_answer: Callable[[BaseException], bool], on_hedge: Callable[[], None]) -> tuple[str, Any]:
-    """Await `primary` (a coroutine, run inline); if it has not finished after `delay` seconds, start `backup()` too.
-    The first to finish with an answer (a result, or an error `is_answer` accepts: the service's own verdict) wins
-    and the other is stopped. Returns ("primary" | "backup", result); raises the answer error, or the backup's error
-    when neither answered. A primary that fails without an answer before the delay raises at once (the caller's
-    fallback handles it).
-
-    The common case costs no task and no timer of its own: the primary (a gRPC phase) runs inline in the caller's
-    task, the delay is kept by the loop's hedge clock, and only the backup, once the delay has passed, gets a task.
-    A backup that answers first stops the primary by cancelling its gRPC call (transport.grpc_client.Interrupt), never
-    the caller's task (see Interrupt for why)."""
-    race = _Race(backup, is_answer, on_hedge)
-    clock = _clock(asyncio.get_running_loop())
-    clock.add(delay, race)
-    token = grpc_client.interrupt.set(race)
-    try:
-        try:
-            return "primary", await primary  # its answer stands in a tie
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not race.fired or (task is not None and task.cancelling()):
-                raise  # the caller itself was cancelled
-            assert race.second is not None and race.second.done()
-            return "backup", race.second.result()  # the backup answered (a result, or its answer error)
-        except BaseException as exc:
-            if race.second is None or is_answer(exc) or not isinstance(exc, Exception):
-                raise
-        # The primary failed without an answer after the backup started: the backup's outcome is the call's.
-        grpc_client.interrupt.reset(token)
-        token = None
-        return "backup", await race.second
-    finally:
-        clock.discard(race)
-        race.call = None  # the call's task keeps the context that holds the race: a cycle per call for the collector
-        if token is not None:
-            grpc_client.interrupt.reset(token)
-        if race.second is not None and not race.second.done():
-            race.second.cancel()
+def clock() -> _HedgeClock | None:
+    """This thread's hedge clock (None before its first hedged read), for tests and status."""
+    return getattr(_thread, "clock", None)
