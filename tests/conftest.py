@@ -15,8 +15,17 @@ from fxplat.catalog import BuildContext, build_host, scopes
 from transport.config import Endpoint
 from transport.auth import AuthConfig, MintedTokens
 from transport.client_factory import ClientFactory
+from transport import logs
 
 from platform_consts import ALL_GRPC, LOOPBACK  # noqa: F401  (test modules take them from here too)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_call_logged():
+    """Servers in the test process log every call: tests that look for a call's line must find it, however many
+    calls other tests made in the same second (tests/test_observability.py tests the sampling itself)."""
+    logs.sample_calls(0)
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ client-side choices, fallbacks and breaker state; one JSON log line per call wit
 across four services on mixed transports; /readyz; probes kept out of OpenAPI and out of the call metrics."""
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -168,6 +169,32 @@ async def test_one_json_line_per_call_with_request_and_trace_ids(market_host, fa
         assert line["level"] == "info" and line["request_id"] == "obs-request-1"
         assert isinstance(line["duration_ms"], float) and line["duration_ms"] > 0
         assert line["trace_id"] == f"{server_spans[line['transport']].context.trace_id:032x}"
+
+
+async def test_busy_methods_log_a_sample_of_their_successes_and_count_the_rest(market_host, factory, platform_flags,
+                                                                                  call_lines):
+    """Past FXPLAT_CALL_LOG_RATE successful calls per second of a method, the rest are counted, not logged; the
+    method's next line says how many went unlogged, so lines plus `unlogged` account for every call. Errors are always
+    logged."""
+    adapter = market_adapter(market_host, factory, platform_flags, force="grpc")
+    logs.sample_calls(5)
+    try:
+        for i in range(40):
+            await adapter.list_symbols()
+            if i % 10 == 0:
+                with pytest.raises(E.NotFound):
+                    await adapter.get_candles(CandlesQuery("NOPE", Timeframe.H1, limit=1))
+        await asyncio.sleep(1.05)  # a new second: the next success is logged, with what went unlogged before it
+        await adapter.list_symbols()
+    finally:
+        logs.sample_calls(0)
+    lines = [line for line in call_lines() if line["logger"] == "fxplat.calls"]
+    ok = [line for line in lines if line["method"] == "ListSymbols"]
+    errors = [line for line in lines if line["method"] == "GetCandles"]
+    assert [line["code"] for line in errors] == ["NOT_FOUND"] * 4 and not any("unlogged" in line for line in errors)
+    assert len(ok) + sum(line.get("unlogged", 0) for line in ok) == 41  # every success, logged or counted
+    assert 6 <= len(ok) <= 16  # 5 a second (the burst may straddle a second), and the one after the pause
+    assert ok[-1]["unlogged"] > 0 and ok[-1]["msg"].endswith(f"(+{ok[-1]['unlogged']} unlogged)")
 
 
 async def test_call_lines_without_tracing_have_an_empty_trace_id(market_host, factory, platform_flags, call_lines):
