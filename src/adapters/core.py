@@ -164,10 +164,7 @@ class FlaggedCaller(Generic[Impl]):
             deadline = time.monotonic() + self.budget_s
         if key is None:
             key = routing_key.get()
-        if self.force:
-            use_grpc = self.force == "grpc"
-        else:
-            use_grpc = self.grpc is not None and self.flags.use_grpc(self.service, method, caller=self.caller, key=key)
+        use_grpc = self.use_grpc(method, key)
         (m.chose_grpc if use_grpc else m.chose_rest)(1)
         shadowed = None if self.shadower is None else \
             self._shadow(m.policy, method, key, use_grpc, client_method, args, deadline)
