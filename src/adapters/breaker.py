@@ -53,13 +53,15 @@ class BreakerConfig:
 
 class _Window:
     """Outcomes (time, failed, slow) of the latest calls, by count or by age, with running totals (so the happy path,
-    a call neither failed nor slow, costs an append and never a scan)."""
+    a call neither failed nor slow, costs an append and never a scan). `steady`: a count window full of calls that
+    neither failed nor were slow, which another such call leaves as it is (so it need not be added)."""
 
     def __init__(self, config: BreakerConfig) -> None:
         self._by_time = config.window == "time"
         self._size = config.window_size
         self._calls: collections.deque[tuple[float, bool, bool]] = collections.deque()
         self.failed = self.slow = 0
+        self.steady = False
 
     def add(self, now: float, failed: bool, slow: bool) -> None:
         calls = self._calls
@@ -72,6 +74,7 @@ class _Window:
             _, f, sl = calls.popleft()
             self.failed -= f
             self.slow -= sl
+            self.steady = not (self.failed or self.slow)
 
     def _expire(self, now: float) -> None:
         calls, horizon = self._calls, now - self._size
@@ -92,6 +95,7 @@ class _Window:
     def clear(self) -> None:
         self._calls.clear()
         self.failed = self.slow = 0
+        self.steady = False
 
 
 class _Gauge(pybreaker.CircuitBreakerListener):
@@ -161,6 +165,8 @@ class AsyncBreaker:
         """Record an admitted call that took `seconds`: failed (a transport failure), slow (took at least `slow_s`);
         `failed=None`: it was cancelled (its caller gave up, or a hedge won), which counts only if already slow."""
         slow = seconds >= slow_s
+        if failed is False and not slow and self.closed and self._window.steady:
+            return  # a closed breaker's full window of good calls, and one more: nothing changes (nearly every call)
         if trial:
             self._trials_in_flight -= 1
         if failed is not None or slow:
