@@ -77,6 +77,8 @@ async def test_an_ipv4_list_spreads_calls_and_a_killed_replica_loses_none(tmp_pa
         after = load.since(killed, killed + 5.0)
         assert load.failures == []
         on_grpc = sum(c[2] == "grpc" for c in after) / len(after)
+        print(f"\nreplica killed: {len(load.calls)} calls, {len(load.failures)} failed; spread before {spread}; in the 5 s "
+              f"after the kill {len(after)} calls, {on_grpc:.1%} on gRPC; breaker {adapter.caller.breaker.state}")
         assert on_grpc >= 0.95, f"{on_grpc:.1%} of {len(after)} calls stayed on gRPC after the kill"
         assert adapter.caller.breaker.state == "closed"
     finally:
@@ -106,8 +108,12 @@ async def test_a_draining_replica_keeps_serving_then_exits_0_and_loses_no_call(t
             assert time.monotonic() - term >= 1.5  # it kept serving for the drain delay
             await asyncio.sleep(1.0)
             await load.stop()
+        since = load.since(term)
+        share = sum(c[2] == "grpc" for c in since) / len(since)
+        print(f"\nreplica drained: {len(load.calls)} calls, {len(load.failures)} failed; after SIGTERM {len(since)} "
+              f"calls, {share:.1%} on gRPC")
         assert load.failures == []
-        assert sum(c[2] == "grpc" for c in load.since(term)) / len(load.since(term)) >= 0.95
+        assert share >= 0.95
     finally:
         stop_all(replicas)
 
@@ -168,4 +174,7 @@ async def test_rolling_restart_of_every_service_fails_no_call_and_replays_no_wri
                 entry = json.loads(line)
                 if entry.get("code") == "OK":
                     ran[entry["request_id"]] = ran.get(entry["request_id"], 0) + 1
+    print(f"\nrolling restart: {sum(len(load.calls) for load in loads)} calls, "
+          f"{sum(len(load.failures) for load in loads)} failed; {len(writes)} writes, "
+          f"{sum(n > 1 for n in ran.values())} ran twice, {sum(rid not in ran for rid in writes)} never ran")
     assert [rid for rid in writes if ran.get(rid) != 1] == []

@@ -28,6 +28,7 @@ from fxplat.catalog import BuildContext, build_host
 from transport.config import Endpoint
 from fxplat.runner import start_services
 from services.analysis_coordinator.models import AnalysisRequest
+from services.backtesting.models import BacktestRequest
 from services.common import errors as E
 from services.common.market_types import TimeRange, Timeframe
 from services.market_analysis.models import CandlesQuery
@@ -195,6 +196,23 @@ async def test_busy_methods_log_a_sample_of_their_successes_and_count_the_rest(m
     assert len(ok) + sum(line.get("unlogged", 0) for line in ok) == 41  # every success, logged or counted
     assert 6 <= len(ok) <= 16  # 5 a second (the burst may straddle a second), and the one after the pause
     assert ok[-1]["unlogged"] > 0 and ok[-1]["msg"].endswith(f"(+{ok[-1]['unlogged']} unlogged)")
+
+
+async def test_writes_are_logged_every_one_whatever_their_rate(backtesting_host, factory, platform_flags, call_lines):
+    """A write's line is its audit record: RunBacktest is never sampled, however many succeed in a second."""
+    adapter = connect("backtesting", Endpoint(backtesting_host.rest_url, backtesting_host.grpc_target),
+                      factory=factory, flags=platform_flags, force="grpc")
+    request = BacktestRequest("EURUSD", "sma_cross", {"fast": 5, "slow": 20},
+                              range=TimeRange(datetime(2025, 3, 1, tzinfo=timezone.utc),
+                                              datetime(2025, 3, 8, tzinfo=timezone.utc)))
+    logs.sample_calls(1)
+    try:
+        for _ in range(6):
+            await adapter.run_backtest(request)
+    finally:
+        logs.sample_calls(0)
+    lines = [line for line in call_lines() if line["method"] == "RunBacktest"]
+    assert [line["code"] for line in lines] == ["OK"] * 6 and not any("unlogged" in line for line in lines)
 
 
 async def test_call_lines_without_tracing_have_an_empty_trace_id(market_host, factory, platform_flags, call_lines):

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from adapters.canary import CanaryStore
 from adapters.shadow import Shadower
 from transport import config
-from transport import ops
+from transport import logs, ops
 from transport.auth import AuthConfig, include_guarded, scope_table
 from transport.client_factory import ClientFactory
 from transport.grpc_server import service_handler
@@ -153,6 +153,7 @@ async def build_host(name: str, ctx: BuildContext, host: str, rest_port: int, gr
     app = create_app(name, entry.title, entry.description)
     ops.watch(app, domain=impl, flags=ctx.flags)  # what /readyz checks
     include_guarded(app, entry.rest_router(impl), verifier, scope_table(methods))
+    logs.sample_reads(name, [m.name for m in methods if m.scope.endswith(":read")])  # writes are always logged
     if entry.ops_router is not None:
         app.include_router(entry.ops_router(ctx))
     handler = service_handler(entry.grpc_service, methods, verifier) if grpc_enabled else None

@@ -192,8 +192,8 @@ DEFAULT_CALL_LOG_RATE = 100
 
 
 def call_log_rate() -> int:
-    """FXPLAT_CALL_LOG_RATE: successful calls logged per second per method and transport before the rest of that
-    second's are only counted (errors are always logged); 0 logs every call."""
+    """FXPLAT_CALL_LOG_RATE: successful reads logged per second per method and transport before the rest of that
+    second's are only counted (writes and errors are always logged); 0 logs every call."""
     return int(_env_number("FXPLAT_CALL_LOG_RATE", DEFAULT_CALL_LOG_RATE, 0, 1_000_000))
 
 
@@ -353,9 +353,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("FXPLAT_ACTOR", "the login name", "Who the flag audit log names for a change made from this shell."),
     # observability
     EnvVar("FXPLAT_LOG_FORMAT", "auto", "json, console, or auto (console on a terminal, else json)."),
-    EnvVar("FXPLAT_CALL_LOG_RATE", str(DEFAULT_CALL_LOG_RATE), "Successful calls logged per second per method and "
+    EnvVar("FXPLAT_CALL_LOG_RATE", str(DEFAULT_CALL_LOG_RATE), "Successful reads logged per second per method and "
            "transport; beyond it they are counted, and the method's next line says how many went unlogged "
-           "(`unlogged`). Errors are always logged. 0 logs every call."),
+           "(`unlogged`). Writes and errors are always logged. 0 logs every call."),
     EnvVar("FXPLAT_OTEL_EXPORTER", "off", "OpenTelemetry spans: off, console or otlp."),
     EnvVar("OTEL_SERVICE_NAME", "fxplat.<service>", "Service name on the spans."),
     EnvVar("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318", "Where OTLP spans go.",

@@ -1,6 +1,6 @@
 """Logging, set up once for the process: JSON lines when stderr is not a terminal (collectors parse them), readable
 text when it is. Every record carries the request id and trace id of the call it was logged in, and the two server
-wrappers write one `fxplat.calls` line per served call through `call` (successful calls sampled when their rate is
+wrappers write one `fxplat.calls` line per served call through `call` (successful reads sampled when their rate is
 high, see `sample_calls`)."""
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class _CallRecord(logging.LogRecord):
 
 
 class _Sampled:
-    """Successful calls of one (service, method, transport) in the current second: how many were logged, and how
+    """Successful calls of one read method on one transport in the current second: how many were logged, and how
     many went unlogged since its last line."""
 
     __slots__ = ("second", "logged", "unlogged")
@@ -56,33 +56,38 @@ class _Sampled:
 
 
 _per_second = config.DEFAULT_CALL_LOG_RATE  # `fxplat up` sets FXPLAT_CALL_LOG_RATE's (setup)
-_sampled: dict[tuple[str, str, str], _Sampled] = {}
-_MAX_SAMPLED = 4096
+_reads: dict[tuple[str, str, str], _Sampled] = {}  # (service, method, transport) of the methods that may be sampled
+
+
+def sample_reads(service: str, methods: list[str]) -> None:
+    """Name `service`'s read methods: only their successes are sampled. Every other call (a write, whose line is its
+    audit record, or any error) is always logged."""
+    for method in methods:
+        for transport in ("grpc", "rest"):
+            _reads.setdefault((service, method, transport), _Sampled())
 
 
 def sample_calls(per_second: int) -> None:
-    """Log at most `per_second` successful calls per second of each method on each transport (0: every call). A
-    line after a cut carries `unlogged`: the method's successful calls left out since its previous line. Errors are
-    always logged, and the metrics count every call. At a few hundred calls per second the log line is ~7 % of a small
-    call's server CPU; a line per call at that rate tells ops nothing the metrics do not."""
+    """Log at most `per_second` successful calls per second of each read method on each transport (0: every call). A
+    line after a cut carries `unlogged`: the method's successful calls left out since its previous line. Writes and
+    errors are always logged, and the metrics count every call. At a few hundred calls per second the log line is ~7 %
+    of a small call's server CPU; a line per read at that rate tells ops nothing the metrics do not."""
     global _per_second
     _per_second = per_second
-    _sampled.clear()
+    for sampled in _reads.values():
+        sampled.second, sampled.logged, sampled.unlogged = -1, 0, 0
 
 
 def call(service: str, method: str, transport: str, code: str, seconds: float, request_id: str, trace_id: str) -> None:
-    """The log line of a served call: every error, and successful calls up to the sampling rate (`sample_calls`).
+    """The log line of a served call: every error and write, and successful reads up to the sampling rate
+    (`sample_calls`).
 
     The record is built directly and handed to the logger's handlers: `Logger.info` would also walk the stack
     (findCaller) for fields no formatter here prints. Same fields, about a third of the CPU."""
     if not CALLS.isEnabledFor(logging.INFO):
         return
-    if code == "OK" and _per_second:
-        sampled = _sampled.get((service, method, transport))
-        if sampled is None:
-            if len(_sampled) >= _MAX_SAMPLED:  # routed methods are finite; this only bounds the unforeseen
-                _sampled.clear()
-            sampled = _sampled[(service, method, transport)] = _Sampled()
+    unlogged = 0
+    if code == "OK" and _per_second and (sampled := _reads.get((service, method, transport))) is not None:
         second = int(time.monotonic())
         if second != sampled.second:
             sampled.second, sampled.logged = second, 0
@@ -91,8 +96,6 @@ def call(service: str, method: str, transport: str, code: str, seconds: float, r
             return
         sampled.logged += 1
         unlogged, sampled.unlogged = sampled.unlogged, 0
-    else:
-        unlogged = 0
     ms = round(seconds * 1000, 3)
     fields = {"service": service, "method": method, "transport": transport, "code": code, "duration_ms": ms,
               "request_id": request_id, "trace_id": trace_id}
