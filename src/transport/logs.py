@@ -23,6 +23,10 @@ CALLS = logging.getLogger("fxplat.calls")
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
 
+_MSG = "%s %s/%s %s %.1f ms"  # transport service/method code duration
+_UNLOGGED_MSG = _MSG + " (+%d unlogged)"  # ... and the method's successes left out since its previous line
+
+
 class _CallRecord(logging.LogRecord):
     """The record of one served call. LogRecord.__init__ splits a source path, looks up the thread and process names
     and more (about half the cost of a call's log line); here the attributes that never change are set once, so a
@@ -30,7 +34,7 @@ class _CallRecord(logging.LogRecord):
 
     _fixed: dict = {}
 
-    def __init__(self, args: tuple, fields: dict, msg: str = "%s %s/%s %s %.1f ms") -> None:  # noqa: super().__init__ skipped on purpose (see above)
+    def __init__(self, args: tuple, fields: dict, msg: str = _MSG) -> None:  # noqa: super().__init__ skipped on purpose (see above)
         now = time.time()
         d = self.__dict__
         if not self._fixed:
@@ -99,12 +103,10 @@ def call(service: str, method: str, transport: str, code: str, seconds: float, r
     ms = round(seconds * 1000, 3)
     fields = {"service": service, "method": method, "transport": transport, "code": code, "duration_ms": ms,
               "request_id": request_id, "trace_id": trace_id}
+    args, msg = (transport, service, method, code, ms), _MSG
     if unlogged:
-        fields["unlogged"] = unlogged
-        CALLS.handle(_CallRecord((transport, service, method, code, ms, unlogged), fields,
-                                 "%s %s/%s %s %.1f ms (+%d unlogged)"))
-    else:
-        CALLS.handle(_CallRecord((transport, service, method, code, ms), fields))
+        fields["unlogged"], args, msg = unlogged, (*args, unlogged), _UNLOGGED_MSG
+    CALLS.handle(_CallRecord(args, fields, msg))
 
 
 class _CallIds(logging.Filter):
