@@ -7,7 +7,10 @@ import asyncio
 import io
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
@@ -347,6 +350,16 @@ def test_tracing_and_log_settings_reject_unknown_values():
     with pytest.raises(ValueError, match="log format"):
         logs.handler("xml")
     assert not tracing.enabled()
+
+
+@pytest.mark.parametrize("value, problem", [("lots", "must be a number, not 'lots'"),
+                                            ("-1", "must be between 0 and 1e+06, not '-1'")])
+def test_up_refuses_a_bad_call_log_rate_clearly(tmp_path, value, problem):
+    env = {**os.environ, "FXPLAT_CALL_LOG_RATE": value}
+    done = subprocess.run([sys.executable, "-m", "fxplat", "up", "--service", "market_analysis", "--data-dir",
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"FXPLAT_CALL_LOG_RATE {problem}" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_console_log_lines_name_the_call_ids():
