@@ -13,7 +13,7 @@ server refused (SHUTTING_DOWN: it never ran), is retried once on gRPC at once, w
 replica: one dead replica is the load balancer's business, not the
 breaker's, which records the phase as a whole. A cheap read whose gRPC phase has not answered after its hedge delay
 (from its observed latency, throttled) is hedged onto REST: the first answer wins, the other call is cancelled.
-Writes and non-idempotent calls are never hedged.
+Writes and non-idempotent calls are never hedged, nor large answers (see adapters.resilience).
 """
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ class MethodPolicy:
     idempotent: bool = True
     read: bool = True
     kind: str = "lookup"  # its time bounds: a key of adapters.resilience.KINDS
+    # Which calls of a read are hedged, given the call's arguments; None: as its kind says. For a method whose answer
+    # grows with what is asked, so that only small calls have a REST backup as cheap as the gRPC call.
+    hedge_if: Callable[..., bool] | None = None
     shadow_ignore: frozenset[str] = frozenset()  # fields that legitimately differ between two calls
 
 
@@ -81,6 +84,7 @@ class _Method:
     kind: resilience.Kind
     latency: attempts.Latency
     hedged: bool
+    hedge_if: Callable[..., bool] | None
     chose_grpc: Callable[[float], None]
     chose_rest: Callable[[float], None]
     ok_grpc: Callable[[float], None]  # fxplat_client_calls_total{transport="grpc", code="OK", fallback="false"}
@@ -146,7 +150,8 @@ class FlaggedCaller(Generic[Impl]):
             policy = self.policies.get(method, _DEFAULT_POLICY)
             kind = self.kinds[policy.kind]
             m = self._methods[method] = _Method(
-                policy, kind, self.bounds.of(method, kind), policy.read and policy.idempotent and kind.hedge,
+                policy, kind, self.bounds.of(method, kind),
+                policy.read and policy.idempotent and (kind.hedge or policy.hedge_if is not None), policy.hedge_if,
                 self._update(CLIENT_CHOICES, method, "grpc"), self._update(CLIENT_CHOICES, method, "rest"),
                 self._update(CLIENT_CALLS, method, "grpc", "OK", "false"), self._update(CLIENT_LATENCY, method, "grpc"))
         return m
@@ -246,8 +251,9 @@ class FlaggedCaller(Generic[Impl]):
         # A non-idempotent call cannot move to REST after a timeout, so cutting it short would only fail it sooner.
         bound = m.latency.bound(deadline - time.monotonic()) if policy.idempotent else None
         slow_s = m.kind.slow_s if bound is None or bound > m.kind.slow_s else bound
-        delay = None if self.force or not m.hedged else self.bounds.hedge_delay(m.latency)
-        if delay is None:  # not a hedged read, or hedges are throttled: the call waits for its gRPC attempt
+        delay = None if self.force or not m.hedged or (m.hedge_if is not None and not m.hedge_if(*args)) \
+            else self.bounds.hedge_delay(m.latency)
+        if delay is None:  # not a hedged read (or call), or hedges are throttled: the call waits for its gRPC attempt
             return await self._attempts(m, method, bound, slow_s, client_method, args, record, deadline)
 
         def hedged() -> None:

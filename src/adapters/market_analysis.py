@@ -4,6 +4,7 @@ from __future__ import annotations
 from adapters.core import FlaggedCaller, MethodPolicy
 from adapters.streaming import ResumableStream, StreamingAdapter
 from services.market_analysis.models import (
+    DEFAULT_CANDLES_PER_PAGE,
     CandlePage,
     CandlesQuery,
     IndicatorRequest,
@@ -14,9 +15,17 @@ from services.market_analysis.models import (
     SymbolInfo,
 )
 
+# A page of at most the default size is hedged like a lookup (as JSON it costs a few times the protobuf page, not 25x).
+HEDGED_PAGE_BARS = DEFAULT_CANDLES_PER_PAGE
+
+
+def _small_page(query: CandlesQuery) -> bool:
+    return query.limit <= HEDGED_PAGE_BARS
+
+
 POLICIES = {"ListSymbols": MethodPolicy(idempotent=True, read=True),
             "AnalyzeMarket": MethodPolicy(idempotent=True, read=True),
-            "GetCandles": MethodPolicy(idempotent=True, read=True, kind="bulk"),
+            "GetCandles": MethodPolicy(idempotent=True, read=True, kind="bulk", hedge_if=_small_page),
             "ComputeIndicators": MethodPolicy(idempotent=True, read=True, kind="bulk")}
 
 

@@ -9,10 +9,13 @@ A method's kind (in its MethodPolicy) gives two times:
 - `slow_s`: the slow-call threshold the breaker judges by.
 - `hedge`: whether reads of this kind are hedged onto REST: a read whose gRPC attempt has not answered after
   HEDGE_FACTOR times the method's observed p95 (at most `slow_s`) is also sent over REST, and the first answer wins.
-  Only cheap reads are hedged (hedging a model fit doubles its CPU exactly when the server is slowest), and hedges are
-  throttled like gRPC's retry throttling: each call earns HEDGE_TOKEN_RATIO of a token, a hedge spends one, at most
-  HEDGE_TOKENS are saved. So hedges add at most ~10 % load; when gRPC hangs for every call, the attempt bound and the
-  breaker move traffic instead.
+  Only cheap reads are hedged, whose REST backup costs the server about what the gRPC call costs: not a model fit
+  (hedging it doubles its CPU exactly when the server is slowest), nor a bulk answer (100k bars as JSON cost the
+  server and the caller ~25x the protobuf call: under load, when every call is slow, hedging them multiplied the load
+  that made them slow, 63 -> 4-11 calls/s with 16 callers). A bulk method may hedge its small calls (MethodPolicy's
+  `hedge_if`). Hedges are throttled like gRPC's retry throttling: each call earns HEDGE_TOKEN_RATIO of a token, a hedge
+  spends one, at most HEDGE_TOKENS are saved. So hedges add at most ~10 % calls; when gRPC hangs for every call, the
+  attempt bound and the breaker move traffic instead.
 """
 from __future__ import annotations
 
@@ -38,10 +41,10 @@ class Kind:
 
 
 # lookup: small reads that answer in milliseconds; bulk: reads whose answer grows with the range asked (a page of
-# 100k bars takes a second on a busy box); compute: model fits, backtests and analyses that may take many seconds on
+# 100k bars takes a second on a busy box; not hedged, see above); compute: model fits, backtests and analyses that may take many seconds on
 # a large range (their attempt is bounded by the budget share, in practice).
 KINDS = {"lookup": Kind(attempt_s=3.0, slow_s=1.0, hedge=True),
-         "bulk": Kind(attempt_s=15.0, slow_s=5.0, hedge=True),
+         "bulk": Kind(attempt_s=15.0, slow_s=5.0, hedge=False),
          "compute": Kind(attempt_s=60.0, slow_s=10.0, hedge=False)}
 
 
