@@ -161,8 +161,9 @@ def up(
             _fail(str(exc))
         raise typer.Exit(status)
     from fxplat import runner
-    from transport import event_loop
+    from transport import allocator, event_loop
 
+    allocator.tune()  # large pages without a page fault per byte (see transport.allocator)
     try:
         event_loop.run(runner.serve(names, host=host, data_dir=path, flags=_flags(flags), auth=auth_config, tls=tls,
                                     grpc_enabled=not no_grpc, ports=ports, grace=grace, drain_delay=drain_delay))
