@@ -70,7 +70,12 @@ def range_to_pb(r: TimeRange) -> common_pb2.TimeRange | None:
     return msg
 
 
+_OPEN_RANGE = TimeRange()  # frozen: one instance serves every request without a range
+
+
 def range_from_pb(msg: common_pb2.TimeRange, field: str = "range") -> TimeRange:
+    if not msg.ListFields():
+        return _OPEN_RANGE
     return TimeRange(
         start=timestamp_from_pb(msg.start, f"{field}.start") if msg.HasField("start") else None,
         end=timestamp_from_pb(msg.end, f"{field}.end") if msg.HasField("end") else None,
@@ -81,11 +86,19 @@ _PRICE_FIELDS = tuple((c, common_pb2.CandleSeries.DESCRIPTOR.fields_by_name[c].n
                       for c in ("open", "high", "low", "close", "volume"))
 
 
+def with_int64s(message_type, column: str, values: np.ndarray, **fields) -> bytes:
+    """`message_type(**fields, column=values)` serialised, a long int64 column written by numpy (transport.wire).
+    `column` must be the highest-numbered field set, so the bytes stay in field order, as protobuf writes them."""
+    if len(values) < wire.INT64S_FROM:
+        return message_type(**fields, **{column: values.tolist()}).SerializeToString()
+    return message_type(**fields).SerializeToString() + \
+        wire.packed_int64s(message_type.DESCRIPTOR.fields_by_name[column].number, values)
+
+
 def series_bytes(series: CandleSeries) -> bytes:
-    """A serialised CandleSeries, price columns written straight from numpy (see transport.wire)."""
-    head = common_pb2.CandleSeries(
-        symbol=series.symbol, timeframe=timeframe_to_pb(series.timeframe), time=series.time.tolist()
-    ).SerializeToString()
+    """A serialised CandleSeries, its columns written straight from numpy (see transport.wire)."""
+    head = with_int64s(common_pb2.CandleSeries, "time", series.time, symbol=series.symbol,
+                       timeframe=timeframe_to_pb(series.timeframe))
     return head + b"".join([wire.packed_doubles(number, getattr(series, column)) for column, number in _PRICE_FIELDS])
 
 

@@ -2,7 +2,8 @@
 
 Protobuf's Python API copies numpy arrays element by element (~40 ms for a 100k-bar series). A packed `repeated double`
 is, on the wire, a tag, a length and the raw little-endian float64 bytes, so we write those bytes straight from numpy and
-splice them next to the normally-serialised scalar fields. The result is ordinary protobuf: any client decodes it.
+splice them next to the normally-serialised scalar fields; a packed `repeated int64` is a run of varints, which numpy
+builds too. The result is ordinary protobuf: any client decodes it.
 """
 from __future__ import annotations
 
@@ -36,6 +37,36 @@ def packed_doubles(field_number: int, values: np.ndarray) -> bytes:
     if len(values) == 0:
         return b""  # proto3 omits empty repeated fields
     return length_delimited(field_number, np.ascontiguousarray(values, dtype="<f8").tobytes())
+
+
+INT64S_FROM = 256  # shorter columns: protobuf's own encoder (a list into the message) is as quick
+_U7 = np.uint64(7)
+_WIDTH_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)  # a varint of k+1 bytes is below [k]
+
+
+def _width(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def packed_int64s(field_number: int, values: np.ndarray) -> bytes:
+    """A packed `repeated int64` field, its varints built by numpy: protobuf's Python API takes a list (one int object
+    per value) and encodes them one by one, ~9 ms for 100k bar times; this takes ~1 ms. Any int64 (a negative one
+    takes ten bytes, as protobuf writes it); the bytes are protobuf's own."""
+    if len(values) == 0:
+        return b""
+    v = np.ascontiguousarray(values, dtype=np.int64).view(np.uint64)
+    lo, hi = _width(int(v.min())), _width(int(v.max()))  # a varint's width grows with the value
+    if lo == hi:  # every value as wide (bar times after 1978 take five bytes): one column of bytes per 7 bits
+        out = np.empty((len(v), hi), np.uint8)
+        for k in range(hi - 1):  # the cast keeps the low 8 bits; the 8th is the continuation bit, set anyway
+            np.bitwise_or((v >> (_U7 * np.uint64(k))).astype(np.uint8), 0x80, out=out[:, k])
+        out[:, hi - 1] = v >> (_U7 * np.uint64(hi - 1))
+        return length_delimited(field_number, out.tobytes())
+    widths = np.searchsorted(_WIDTH_LIMITS, v, side="right") + 1
+    column = np.arange(hi)
+    groups = ((v[:, None] >> (_U7 * column.astype(np.uint64))) & np.uint64(0x7F)).astype(np.uint8)
+    groups |= ((column < widths[:, None] - 1) * 0x80).astype(np.uint8)
+    return length_delimited(field_number, groups[column < widths[:, None]].tobytes())  # row by row: value order
 
 
 def doubles(values) -> np.ndarray:

@@ -108,8 +108,8 @@ def rolling_request_from_pb(m: pb.RollingCorrelationRequest) -> RollingCorrelati
 def rolling_result_bytes(r: RollingCorrelationResult) -> bytes:
     """A serialised RollingCorrelationResponse, its correlation column (one value per bar) written straight from
     numpy."""
-    head = pb.RollingCorrelationResponse(pair=pair_to_pb(r.pair), timeframe=pc.timeframe_to_pb(r.timeframe),
-                                         window=r.window, time=r.time.tolist()).SerializeToString()
+    head = pc.with_int64s(pb.RollingCorrelationResponse, "time", r.time, pair=pair_to_pb(r.pair),
+                          timeframe=pc.timeframe_to_pb(r.timeframe), window=r.window)
     field = pb.RollingCorrelationResponse.DESCRIPTOR.fields_by_name["correlation"].number
     return head + wire.packed_doubles(field, r.correlation)
 

@@ -106,11 +106,10 @@ class CandleSeries:
         return int(self.time.shape[0])
 
     def slice(self, start: int, stop: int) -> "CandleSeries":
-        return CandleSeries(
-            self.symbol,
-            self.timeframe,
-            *(getattr(self, c)[start:stop] for c in self.COLUMNS),
-        )
+        # Written out: a page is cut on every GetCandles call, and a generator over COLUMNS costs as much as the cuts.
+        return CandleSeries(self.symbol, self.timeframe, self.time[start:stop], self.open[start:stop],
+                            self.high[start:stop], self.low[start:stop], self.close[start:stop],
+                            self.volume[start:stop])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CandleSeries):

@@ -59,12 +59,14 @@ def candles_query_from_pb(m: pb.GetCandlesRequest) -> CandlesQuery:
                         limit=m.limit or DEFAULT_CANDLES_PER_PAGE, page_token=m.page_token)
 
 
-_CANDLES_FIELD = pb.GetCandlesResponse.DESCRIPTOR.fields_by_name["candles"].number
+_CANDLES_FIELD, _TOKEN_FIELD = (pb.GetCandlesResponse.DESCRIPTOR.fields_by_name[f].number
+                                 for f in ("candles", "next_page_token"))
 
 
 def candle_page_bytes(page: CandlePage) -> bytes:
-    head = pb.GetCandlesResponse(next_page_token=page.next_page_token).SerializeToString()
-    return wire.length_delimited(_CANDLES_FIELD, pc.series_bytes(page.series)) + head
+    token = page.next_page_token  # a string field is a length-delimited field of its UTF-8 bytes (empty: omitted)
+    return wire.length_delimited(_CANDLES_FIELD, pc.series_bytes(page.series)) + \
+        (wire.length_delimited(_TOKEN_FIELD, token.encode()) if token else b"")
 
 
 def indicator_request_to_pb(r: IndicatorRequest) -> pb.ComputeIndicatorsRequest:
@@ -80,8 +82,8 @@ def indicator_request_from_pb(m: pb.ComputeIndicatorsRequest) -> IndicatorReques
 
 def indicator_result_bytes(r: IndicatorResult) -> bytes:
     f = pb.ComputeIndicatorsResponse.DESCRIPTOR.fields_by_name
-    head = pb.ComputeIndicatorsResponse(symbol=r.symbol, timeframe=pc.timeframe_to_pb(r.timeframe),
-                                        time=r.time.tolist()).SerializeToString()
+    head = pc.with_int64s(pb.ComputeIndicatorsResponse, "time", r.time, symbol=r.symbol,
+                          timeframe=pc.timeframe_to_pb(r.timeframe))
     lines_field = pb.IndicatorOutput.DESCRIPTOR.fields_by_name["lines"].number
     outputs = b"".join(
         wire.length_delimited(f["outputs"].number,
