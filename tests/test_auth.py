@@ -138,6 +138,29 @@ async def test_the_factory_sends_its_token_on_both_transports(market_host, causa
             assert last_call.get().transport == wire
 
 
+async def test_a_factory_channel_adds_its_token_beside_a_calls_metadata_and_never_over_its_own(market_host, auth):
+    """gRPC, unary and server-streaming: a call with other metadata gets the factory's token too; a call that brings
+    its own `authorization` is sent with that one alone (here a token without the scope: refused)."""
+    reader = auth.signer().mint(sub="reader", scopes=["market:read"], ttl_s=60)
+    other = auth.signer().mint(sub="other", scopes=["backtest:read"], ttl_s=60)
+    async with ClientFactory(token_source=static_token(reader)) as factory:
+        stub = pb_grpc.MarketAnalysisServiceStub(factory.channel(market_host.grpc_target))
+        request = pb.GetCandlesRequest(symbol="EURUSD", limit=5)
+        page = await stub.GetCandles(request, metadata=(("x-request-id", "r-1"),), timeout=5)
+        assert len(page.candles.time) == 5
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.GetCandles(request, metadata=(("authorization", f"Bearer {other}"),), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        stream = stub.StreamQuotes(pb.StreamQuotesRequest(symbols=["EURUSD"]),
+                                   metadata=(("authorization", f"Bearer {other}"),), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stream.read()
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        stream = stub.StreamQuotes(pb.StreamQuotesRequest(symbols=["EURUSD"]), timeout=5)
+        assert (await stream.read()).quotes  # the factory's token: served
+        stream.cancel()
+
+
 async def test_probes_docs_and_reflection_need_no_token(market_host, bare):
     http = bare.http(market_host.rest_url)
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):

@@ -317,32 +317,45 @@ def _bearer(tokens: TokenSource) -> str:
     return f"Bearer {tokens()}"
 
 
-def _with_token(details, tokens: TokenSource):
-    """`details` with the bearer token added, unless the call brings its own `authorization`."""
-    metadata = details.metadata or grpc.aio.Metadata()
-    if "authorization" in metadata:
-        return details
-    return details._replace(metadata=grpc.aio.Metadata(*metadata, ("authorization", _bearer(tokens))))
+class BearerChannel:
+    """A grpc.aio channel whose unary and server-streaming calls carry the bearer token in `authorization`, unless a
+    call brings its own. Not a grpc.aio interceptor: grpc.aio runs an intercepted call through a second call object
+    with its own callbacks, ~70 µs of the caller's CPU per call (measured: 523 vs 449 µs per small call, p50 +60 µs),
+    to add one metadata pair. Everything else is the channel's own (close, get_state, channel_ready, ...)."""
+
+    def __init__(self, channel: grpc.aio.Channel, tokens: TokenSource) -> None:
+        self._channel, self._tokens = channel, tokens
+
+    def unary_unary(self, *args, **kwargs) -> "_Bearing":
+        return _Bearing(self._channel.unary_unary(*args, **kwargs), self._tokens)
+
+    def unary_stream(self, *args, **kwargs) -> "_Bearing":
+        return _Bearing(self._channel.unary_stream(*args, **kwargs), self._tokens)
+
+    def __getattr__(self, name: str):
+        return getattr(self._channel, name)
+
+    async def __aenter__(self) -> "BearerChannel":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._channel.close()
 
 
-class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds `authorization` metadata to every unary call, unless the call brings its own."""
+class _Bearing:
+    """A stub's callable for one method, adding the token (see BearerChannel)."""
 
-    def __init__(self, tokens: TokenSource) -> None:
-        self._tokens = tokens
+    __slots__ = ("_call", "_tokens")
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
-        return await continuation(_with_token(client_call_details, self._tokens), request)
+    def __init__(self, call, tokens: TokenSource) -> None:
+        self._call, self._tokens = call, tokens
 
-
-class BearerStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
-    """The same for server-streaming calls (grpc.aio files each interceptor under one call type only)."""
-
-    def __init__(self, tokens: TokenSource) -> None:
-        self._tokens = tokens
-
-    async def intercept_unary_stream(self, continuation, client_call_details, request):
-        return await continuation(_with_token(client_call_details, self._tokens), request)
+    def __call__(self, request, *, metadata=None, **kwargs):
+        if not metadata:
+            metadata = (("authorization", _bearer(self._tokens)),)
+        elif not any(key == "authorization" for key, _ in metadata):
+            metadata = (*metadata, ("authorization", _bearer(self._tokens)))
+        return self._call(request, metadata=metadata, **kwargs)
 
 
 class BearerAuth(httpx.Auth):

@@ -10,7 +10,7 @@ import grpc
 import httpx
 
 from transport import config, rest_balance
-from transport.auth import BearerAuth, BearerInterceptor, BearerStreamInterceptor, TokenSource
+from transport.auth import BearerAuth, BearerChannel, TokenSource
 from transport.grpc_server import MAX_MESSAGE_BYTES
 
 CHANNEL_OPTIONS = [
@@ -75,7 +75,8 @@ class ClientFactory:
     def settings(self) -> ClientSettings:
         return ClientSettings(self._ca, self._tls)
 
-    def channel(self, target: str, *, tls: bool | None = None, health_service: str | None = None) -> grpc.aio.Channel:
+    def channel(self, target: str, *, tls: bool | None = None,
+                health_service: str | None = None) -> grpc.aio.Channel | BearerChannel:
         """A shared channel to `target` (host:port, dns:///name:port, ipv4:a:p,b:p, ...); TLS unless `tls` says
         otherwise; calls spread over every address of the target, skipping those whose `health_service` is not
         SERVING."""
@@ -83,14 +84,12 @@ class ClientFactory:
         key = (target, tls, health_service)
         if key not in self._channels:
             options = [*CHANNEL_OPTIONS, ("grpc.service_config", service_config(health_service))]
-            interceptors = [BearerInterceptor(self.token_source), BearerStreamInterceptor(self.token_source)] \
-                if self.token_source else None
             if tls:
                 creds = grpc.ssl_channel_credentials(root_certificates=self._ca)
-                self._channels[key] = grpc.aio.secure_channel(target, creds, options=options,
-                                                              interceptors=interceptors)
+                channel = grpc.aio.secure_channel(target, creds, options=options)
             else:
-                self._channels[key] = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+                channel = grpc.aio.insecure_channel(target, options=options)
+            self._channels[key] = BearerChannel(channel, self.token_source) if self.token_source else channel
         return self._channels[key]
 
     def http(self, base_url: str) -> httpx.AsyncClient:
