@@ -41,8 +41,8 @@ class Kind:
 
 
 # lookup: small reads that answer in milliseconds; bulk: reads whose answer grows with the range asked (a page of
-# 100k bars takes a second on a busy box; not hedged, see above); compute: model fits, backtests and analyses that may take many seconds on
-# a large range (their attempt is bounded by the budget share, in practice).
+# 100k bars takes a second on a busy box; not hedged, see above); compute: model fits, backtests and analyses that
+# may take many seconds on a large range (their attempt is bounded by the budget share, in practice).
 KINDS = {"lookup": Kind(attempt_s=3.0, slow_s=1.0, hedge=True),
          "bulk": Kind(attempt_s=15.0, slow_s=5.0, hedge=False),
          "compute": Kind(attempt_s=60.0, slow_s=10.0, hedge=False)}

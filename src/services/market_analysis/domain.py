@@ -269,7 +269,6 @@ _TOKEN_BODY = re.compile(r"1:(-?\d{1,19}):([0-9a-f]{16})")
 
 
 @functools.lru_cache(maxsize=4096)  # a hash per page asked for; the same few queries come again and again
-@functools.lru_cache(maxsize=4096)  # the same few queries page again and again; a hash per call is ~2 µs
 def _fingerprint(symbol: str, timeframe: Timeframe, range: TimeRange) -> str:
     bounds = [b.isoformat() if b is not None else "" for b in (range.start, range.end)]
     text = "|".join((symbol, timeframe.value, *bounds))
