@@ -20,12 +20,17 @@ import platform
 MMAP_THRESHOLD = 16 << 20  # blocks up to this size come from the heap
 TRIM_THRESHOLD = 32 << 20  # free memory kept at the heap's top
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
-_OPERATOR_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def _operator_settings() -> bool:
+    """Any of glibc's own variables set (transport.config documents them): the operator chose."""
+    return (os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None or os.environ.get("MALLOC_TRIM_THRESHOLD_") is not None
+            or os.environ.get("GLIBC_TUNABLES") is not None)
 
 
 def tune() -> bool:
     """Set the thresholds; True if they were set (glibc, and the operator set none of glibc's own variables)."""
-    if platform.libc_ver()[0] != "glibc" or any(v in os.environ for v in _OPERATOR_VARS):
+    if platform.libc_ver()[0] != "glibc" or _operator_settings():
         return False
     mallopt = ctypes.CDLL(None).mallopt
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

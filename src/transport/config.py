@@ -345,6 +345,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "supervisor)."),
     EnvVar("FXPLAT_SUPERVISOR_PID", "unset", "Internal: the supervisor a child dies with (set by the supervisor)."),
     EnvVar("FXPLAT_WORKER", "unset", "Internal: the worker number a child logs (set by the supervisor)."),
+    # memory (transport.allocator): glibc's own variables; any of them set, fxplat leaves the allocator as configured
+    EnvVar("MALLOC_MMAP_THRESHOLD_", "16 MiB (set by each service process)", "glibc: blocks above this size are "
+           "mapped afresh. Set it (or the next two) to choose the allocator's thresholds yourself."),
+    EnvVar("MALLOC_TRIM_THRESHOLD_", "32 MiB (set by each service process)", "glibc: freed memory kept at the heap's "
+           "top for reuse."),
+    EnvVar("GLIBC_TUNABLES", "unset", "glibc's tunables; when set, fxplat leaves the allocator's thresholds to it."),
     # rollouts (src/rollout)
     EnvVar("PROMETHEUS_URL", "unset (the services' own /metrics and the canary store)", "Prometheus the rollout "
            "controller, `fxplat migration status` and the status page query (PromQL over its HTTP API)."),
