@@ -84,7 +84,6 @@ class _Method:
     kind: resilience.Kind
     latency: attempts.Latency
     hedged: bool
-    hedge_if: Callable[..., bool] | None
     chose_grpc: Callable[[float], None]
     chose_rest: Callable[[float], None]
     ok_grpc: Callable[[float], None]  # fxplat_client_calls_total{transport="grpc", code="OK", fallback="false"}
@@ -151,7 +150,7 @@ class FlaggedCaller(Generic[Impl]):
             kind = self.kinds[policy.kind]
             m = self._methods[method] = _Method(
                 policy, kind, self.bounds.of(method, kind),
-                policy.read and policy.idempotent and (kind.hedge or policy.hedge_if is not None), policy.hedge_if,
+                policy.read and policy.idempotent and (kind.hedge or policy.hedge_if is not None),
                 self._update(CLIENT_CHOICES, method, "grpc"), self._update(CLIENT_CHOICES, method, "rest"),
                 self._update(CLIENT_CALLS, method, "grpc", "OK", "false"), self._update(CLIENT_LATENCY, method, "grpc"))
         return m
@@ -251,7 +250,8 @@ class FlaggedCaller(Generic[Impl]):
         # A non-idempotent call cannot move to REST after a timeout, so cutting it short would only fail it sooner.
         bound = m.latency.bound(deadline - time.monotonic()) if policy.idempotent else None
         slow_s = m.kind.slow_s if bound is None or bound > m.kind.slow_s else bound
-        delay = None if self.force or not m.hedged or (m.hedge_if is not None and not m.hedge_if(*args)) \
+        hedge_if = policy.hedge_if
+        delay = None if self.force or not m.hedged or (hedge_if is not None and not hedge_if(*args)) \
             else self.bounds.hedge_delay(m.latency)
         if delay is None:  # not a hedged read (or call), or hedges are throttled: the call waits for its gRPC attempt
             return await self._attempts(m, method, bound, slow_s, client_method, args, record, deadline)
