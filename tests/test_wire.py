@@ -46,3 +46,18 @@ def test_a_message_with_a_long_int64_column_is_protobufs_bytes(n):
     fields = dict(pair=cpb.SymbolPair(first="EURUSD", second="GBPUSD"), timeframe=proto_codec.timeframe_to_pb(Timeframe.H1), window=50)
     expected = cpb.RollingCorrelationResponse(**fields, time=time.tolist()).SerializeToString()
     assert proto_codec.with_int64s(cpb.RollingCorrelationResponse, "time", time, **fields) == expected
+
+
+@pytest.mark.parametrize("n", [0, 1, 10, 64, 65, 1000])
+def test_decoded_columns_are_the_values_sent_at_every_length(n):
+    """Short columns are read through a list, long ones directly: both give the same arrays, types and values."""
+    rng = np.random.default_rng(n)
+    time = np.cumsum(rng.integers(1, 10**6, n)).astype(np.int64) - 10**6  # the first one negative
+    price = rng.normal(1.1, 0.01, n)
+    price[::7] = np.nan
+    message = common_pb2.CandleSeries.FromString(common_pb2.CandleSeries(time=time.tolist(), open=price.tolist())
+                                                 .SerializeToString())
+    got_time, got_price = wire.int64s(message.time), wire.doubles(message.open)
+    assert got_time.dtype == np.int64 and got_price.dtype == np.float64
+    np.testing.assert_array_equal(got_time, time)
+    np.testing.assert_array_equal(got_price, price)  # NaN where NaN was sent
