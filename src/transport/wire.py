@@ -65,9 +65,9 @@ def packed_int64s(field_number: int, values: np.ndarray) -> bytes:
     return length_delimited(field_number, groups[column < widths[:, None]].tobytes())  # row by row: value order
 
 
-# Decoding: numpy copies a long upb repeated field in one pass, but first looks for an array interface on it, which
-# costs ~5 µs whatever its length; from a list it starts in ~1 µs and then takes ~80 ns a value. So a short column (a
-# small page's six columns: ~30 µs -> ~10 µs) is copied to a list first, a long one read directly.
+# Decoding: numpy copies a long upb repeated field in one pass, but starting on one costs ~5 µs whatever its length
+# (measured); from a list it starts in ~1 µs and then takes ~80 ns a value. So a short column (a small page's six
+# columns: ~30 µs -> ~10 µs) is copied to a list first, a long one read directly.
 _SHORT = 64
 
 
