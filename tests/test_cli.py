@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -86,7 +87,9 @@ async def test_bench_quick_prints_and_writes_the_ratios(tmp_path):
     assert all(isinstance(r["value"], float) and r["value"] > 0 and r["pass"] in (True, False) for r in targets.values()
                if r["key"] != "adapter_overhead_pct")  # measured; a pass/fail verdict given
     assert isinstance(targets["adapter_overhead_pct"]["value"], float)  # an overhead may be negative on a noisy run
+    assert isinstance(info["adapter_overhead_us"]["value"], float) and info["adapter_overhead_us"]["unit"] == "µs"
     assert "adapter->grpc p50 over raw stub+decode" in stdout
+    assert re.search(r"adapter->grpc p50 minus raw stub\+decode p50, 10 bars\s*│\s*[+-]\d+ µs", stdout), stdout
 
 
 @pytest.fixture
