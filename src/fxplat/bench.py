@@ -505,6 +505,9 @@ def _fmt(v: float | None) -> str:
     return f"{v:.2f}"
 
 
+_VALUE_FORMATS = {"%": "{:+.1f}%", "µs": "{:+.0f} µs"}  # by unit; ratios otherwise ("x")
+
+
 def _print_tables(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -558,8 +561,7 @@ def _print_tables(result: dict) -> None:
     for col, j in (("ratio", "left"), ("value", "right"), ("target", "right"), ("", "left")):
         rt.add_column(col, justify=j, no_wrap=j == "right")
     for r in result["ratios"]:
-        value = "-" if r["value"] is None else f"{r['value']:+.1f}%" if r["unit"] == "%" else \
-            f"{r['value']:+.0f} µs" if r["unit"] == "µs" else f"{r['value']:.2f}x"
+        value = "-" if r["value"] is None else _VALUE_FORMATS.get(r["unit"], "{:.2f}x").format(r["value"])
         verdict = "" if r["pass"] is None else ("[green]PASS[/green]" if r["pass"] else "[red]MISS[/red]")
         rt.add_row(r["name"], value, r["target"] or "", verdict)
     console.print(rt)

@@ -71,11 +71,15 @@ def packed_int64s(field_number: int, values: np.ndarray) -> bytes:
 _SHORT = 64
 
 
+def _column(values, dtype) -> np.ndarray:
+    return np.array(values[:] if len(values) <= _SHORT else values, dtype=dtype)
+
+
 def doubles(values) -> np.ndarray:
     """A decoded repeated double field as a float64 array."""
-    return np.array(values[:] if len(values) <= _SHORT else values, dtype=np.float64)
+    return _column(values, np.float64)
 
 
 def int64s(values) -> np.ndarray:
     """A decoded repeated int64 field as an int64 array."""
-    return np.array(values[:] if len(values) <= _SHORT else values, dtype=np.int64)
+    return _column(values, np.int64)
