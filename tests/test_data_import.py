@@ -247,3 +247,20 @@ def test_reader_notices_changes_by_mtime(tmp_path, data_dir):
     st = os.stat(db_path(data_dir))
     os.utime(db_path(data_dir), ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
     assert len(store.load("EURUSD")) == 2
+
+
+def test_reader_notices_a_database_that_appears_and_one_that_is_removed(tmp_path, data_dir):
+    """The reader asks whether the file exists before it stats it: a database put in place by another process (no
+    in-process import to tell it) is read at the next call, and one removed leaves nothing imported."""
+    store = ImportedStore(data_dir)
+    other = tmp_path / "other"
+    other.mkdir()
+    import_csv(write(tmp_path, bars_csv(3)), "GBPUSD", Timeframe.H1, other)
+    assert store.symbols() == []  # seen after that import: only the file can change what it reads now
+    data_dir.mkdir(exist_ok=True)
+    os.replace(db_path(other), db_path(data_dir))
+    assert store.symbols() == ["GBPUSD"]
+    assert len(store.load("GBPUSD")) == 3
+    os.unlink(db_path(data_dir))
+    assert store.symbols() == []
+    assert store.load("GBPUSD") is None

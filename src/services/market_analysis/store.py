@@ -12,6 +12,7 @@ the most common spacing between consecutive bars.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -243,11 +244,13 @@ class ImportedStore:
 
     def _refresh(self) -> None:
         if self._sqlite:
-            try:
-                st = os.stat(self.path)
-                version: tuple = (st.st_mtime_ns, st.st_size, st.st_ino, _generation)
-            except FileNotFoundError:
-                version = (None, _generation)
+            # Asked first, not caught: with no import yet this runs on every read, and a raised FileNotFoundError
+            # cost ~8 µs of a served call's CPU (a server profile under load), access() a fraction of one.
+            version: tuple = (None, _generation)
+            if os.access(self.path, os.F_OK):
+                with contextlib.suppress(FileNotFoundError):  # removed since
+                    st = os.stat(self.path)
+                    version = (st.st_mtime_ns, st.st_size, st.st_ino, _generation)
             if version == self._version:
                 return
             catalog = self._guarded(self._read_catalog) if version[0] is not None else {}
