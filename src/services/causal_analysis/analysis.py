@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 
 def align(times: Sequence[np.ndarray], values: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +48,7 @@ def granger_f_tests(cause: np.ndarray, effect: np.ndarray, max_lag: int) -> tupl
         design[j:, max_lag + j] = x[:-j]
     design[:, -1] = y
     gram = design[max_lag:].T @ design[max_lag:]
-    f_stats, p_values = np.empty(max_lag), np.empty(max_lag)
+    f_stats = np.empty(max_lag)
     for k in range(max_lag, 0, -1):
         if k < max_lag:
             gram += np.outer(design[k], design[k])  # rows t >= k
@@ -58,8 +58,11 @@ def granger_f_tests(cause: np.ndarray, effect: np.ndarray, max_lag: int) -> tupl
         rss_unrestricted = _residual_sum_of_squares(gram, full)
         df = n - 3 * k - 1
         f = max(rss_restricted - rss_unrestricted, 0.0) / k / (rss_unrestricted / df)
-        f_stats[k - 1], p_values[k - 1] = f, stats.f.sf(f, k, df)
-    return f_stats, p_values
+        f_stats[k - 1] = f
+    # P(F(k, n - 3k - 1) > F) for every lag at once. `stats.f.sf` evaluates this same function under ~75 µs of
+    # generic argument checking per call (a tenth of a Granger test's CPU at five lags); the values are identical.
+    lags = np.arange(1, max_lag + 1)
+    return f_stats, special.fdtrc(lags, n - 3 * lags - 1, f_stats)
 
 
 def _standardized(a: np.ndarray) -> np.ndarray:
