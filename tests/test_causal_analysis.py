@@ -66,6 +66,16 @@ def test_granger_finds_no_link_between_independent_series():
         assert p.min() > 0.01
 
 
+def test_granger_of_a_series_on_a_copy_of_itself_finds_nothing_rather_than_failing():
+    # Two symbols with the same bars (an import under two names): the cause's lags repeat the effect's, the Gram matrix
+    # is singular, and the test must still answer (no gain from the copy: F 0, p 1), not raise or return NaN.
+    series = np.random.default_rng(4).standard_normal(1500)
+    for cause in (series, series * 3.0 + 1.0):
+        f, p = analysis.granger_f_tests(cause, series, max_lag=5)
+        np.testing.assert_allclose(f, 0.0, atol=1e-6)
+        np.testing.assert_allclose(p, 1.0, atol=1e-6)
+
+
 def test_benjamini_hochberg_against_a_hand_computed_example():
     # Sorted: 0.001 (x5/1 = 0.005), 0.03 (x5/2 = 0.075), 0.035 (x5/3 = 0.0583), 0.04 (x5/4 = 0.05), 0.2 (x5/5 = 0.2);
     # taking the running minimum from the largest down lowers 0.075 and 0.0583 to 0.05.

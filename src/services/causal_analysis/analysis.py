@@ -53,9 +53,7 @@ def granger_f_tests(cause: np.ndarray, effect: np.ndarray, max_lag: int) -> tupl
         if k < max_lag:
             gram += np.outer(design[k], design[k])  # rows t >= k
         own = [0, *range(1, k + 1)]
-        full = own + list(range(max_lag + 1, max_lag + k + 1))
-        rss_restricted = _residual_sum_of_squares(gram, own)
-        rss_unrestricted = _residual_sum_of_squares(gram, full)
+        rss_restricted, rss_unrestricted = _nested_rss(gram, own, list(range(max_lag + 1, max_lag + k + 1)))
         df = n - 3 * k - 1
         f = max(rss_restricted - rss_unrestricted, 0.0) / k / (rss_unrestricted / df)
         f_stats[k - 1] = f
@@ -67,6 +65,21 @@ def granger_f_tests(cause: np.ndarray, effect: np.ndarray, max_lag: int) -> tupl
 
 def _standardized(a: np.ndarray) -> np.ndarray:
     return (a - a.mean()) / a.std()
+
+
+def _nested_rss(gram: np.ndarray, own: list[int], added: list[int]) -> tuple[float, float]:
+    """RSS of regressing the Gram matrix's last column on `own`, and on `own` + `added`, from one Cholesky factor L of
+    the Gram matrix in the order own, added, target: the target's last pivot squared is the full model's RSS, and
+    adding back the squares of its row under `added` gives the RSS without them (a Schur complement). A Gram matrix
+    that is not positive definite (collinear columns: two symbols with the same bars) takes least squares instead,
+    which degrades gracefully where a factorisation cannot."""
+    order = [*own, *added, gram.shape[0] - 1]
+    try:
+        row = np.linalg.cholesky(gram[np.ix_(order, order)])[-1]
+    except np.linalg.LinAlgError:
+        return _residual_sum_of_squares(gram, own), _residual_sum_of_squares(gram, own + added)
+    unrestricted = float(row[-1] ** 2)
+    return unrestricted + float(row[len(own):-1] @ row[len(own):-1]), unrestricted
 
 
 def _residual_sum_of_squares(gram: np.ndarray, regressors: list[int]) -> float:
