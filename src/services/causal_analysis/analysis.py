@@ -34,8 +34,8 @@ def granger_f_tests(cause: np.ndarray, effect: np.ndarray, max_lag: int) -> tupl
     the unrestricted one adds cause[t-1..t-k]. With residual sums of squares RSS_r and RSS_u,
     F = ((RSS_r - RSS_u) / k) / (RSS_u / (n - 3k - 1)) and p = P(F(k, n - 3k - 1) > F): the ssr F-test of statsmodels'
     `grangercausalitytests`. Both regressions are solved from one Gram matrix of all lags (normal equations on
-    standardised series, which the test is invariant to), so every lag costs a small solve instead of a regression
-    over all bars.
+    standardised series, which the test is invariant to), so every lag costs one small factorisation instead of two
+    regressions over all bars.
     """
     n = len(effect)
     y, x = _standardized(effect), _standardized(cause)
@@ -57,8 +57,8 @@ def granger_f_tests(cause: np.ndarray, effect: np.ndarray, max_lag: int) -> tupl
         df = n - 3 * k - 1
         f = max(rss_restricted - rss_unrestricted, 0.0) / k / (rss_unrestricted / df)
         f_stats[k - 1] = f
-    # P(F(k, n - 3k - 1) > F) for every lag at once. `stats.f.sf` evaluates this same function under ~75 µs of
-    # generic argument checking per call (a tenth of a Granger test's CPU at five lags); the values are identical.
+    # P(F(k, n - 3k - 1) > F) for every lag at once: the function `stats.f.sf` evaluates, without its ~75 µs of
+    # generic argument checking per call (as much as the rest of a five-lag test); the values are identical.
     lags = np.arange(1, max_lag + 1)
     return f_stats, special.fdtrc(lags, n - 3 * lags - 1, f_stats)
 
