@@ -492,6 +492,8 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
             _ratio(fan["rest"]["p50_ms"], fan["grpc"]["p50_ms"]), "x", (">=", TARGETS["fanout_rest_over_grpc_p50"]))
         add("fanout_throughput_grpc_over_rest", "RunAnalysis 16-caller calls/s, all-gRPC / all-REST",
             _ratio(fan["grpc"]["calls_per_s"], fan["rest"]["calls_per_s"]), "x", None)
+        add("fanout_cpu_rest_over_grpc", "RunAnalysis stack CPU per analysis, all-REST / all-gRPC",
+            _ratio(fan["rest"]["cpu_ms_per_analysis"], fan["grpc"]["cpu_ms_per_analysis"]), "x", None)
     return targets + info
 
 
@@ -549,10 +551,12 @@ def _print_tables(result: dict) -> None:
     if result.get("fanout_rows"):
         ft = Table(title="Fan-out: RunAnalysis (3 symbols, H1, 3 months) end to end through the coordinator; "
                          "every hop on one transport", title_justify="left")
-        for col in ("hops", "n", "p50", "p99", "16c calls/s", "16c p50", "failed components", "failed analyses"):
+        for col in ("hops", "n", "p50", "p99", "stack CPU/analysis", "16c calls/s", "16c p50", "failed components",
+                    "failed analyses"):
             ft.add_column(col, justify="left" if col == "hops" else "right", no_wrap=True)
         for r in result["fanout_rows"]:
             ft.add_row(f"all {r['transport']}", str(r["n"]), _fmt(r["p50_ms"]), _fmt(r["p99_ms"]),
+                       _fmt(r["cpu_ms_per_analysis"]),
                        "-" if r["calls_per_s"] is None else f"{r['calls_per_s']:,.1f}", _fmt(r["conc_p50_ms"]),
                        str(r["failed_components"]), str(r["failed_analyses"]))
         console.print(ft)

@@ -60,6 +60,9 @@ class FanoutRow:
     conc_p50_ms: float | None = None
     failed_components: int = 0  # component calls that failed inside the analyses (the report still came back)
     failed_analyses: int = 0  # analyses that failed as a whole (an error instead of a report)
+    # CPU of the whole stack (four services and their supervisor) per analysis, one caller: what an analysis costs,
+    # steadier than its p50 on a small machine, where every component competes for the same cores
+    cpu_ms_per_analysis: float | None = None
 
 
 async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPlan = PLAN) -> list[dict]:
@@ -67,6 +70,7 @@ async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPla
     from adapters.connect import connect
     from adapters.flags import Flags
     from fxplat.bench import Row, _concurrent, _sequential
+    from fxplat.loadgen import cpu_seconds
     from services.analysis_coordinator.models import AnalysisRequest
     from services.common.market_types import TimeRange, Timeframe
     from transport.auth import MintedTokens, Signer
@@ -82,6 +86,8 @@ async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPla
     conc_calls = {t: 0 for t in transports}
     conc_wall = {t: 0.0 for t in transports}
     conc_lat: dict[str, list[float]] = {t: [] for t in transports}
+    seq_cpu = {t: 0.0 for t in transports}  # stack CPU seconds over the sequential phases, and their analyses
+    seq_calls = {t: 0 for t in transports}
     flags = Flags(flags_file, unleash_url="")  # for the adapter's own bookkeeping; the transport is forced
     tokens = MintedTokens(Signer(stack.auth_secret, "HS256"), sub="bench", scopes=["analysis:run"])
     t0 = time.perf_counter()
@@ -126,7 +132,12 @@ async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPla
             for t in transports:
                 await switch(t)
                 lo, cap = plan.seq
+                done, cpu0 = len(rows[t].samples_ms), cpu_seconds(stack.proc.pid)
                 await _sequential({t: checked(t)}, {t: rows[t]}, lo, 10 * max(lo, 1), cap, warmup=0)
+                cpu1 = cpu_seconds(stack.proc.pid)
+                if cpu0 is not None and cpu1 is not None:
+                    seq_cpu[t] += cpu1 - cpu0
+                    seq_calls[t] += len(rows[t].samples_ms) - done
                 max_calls, cap = plan.conc
                 if max_calls:
                     part = Row("fan-out", len(SYMBOLS), t, t)
@@ -149,6 +160,7 @@ async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPla
     for t, r in rows.items():
         rate = conc_calls[t] / conc_wall[t] if conc_wall[t] else None
         p50 = sorted(conc_lat[t])[len(conc_lat[t]) // 2] if conc_lat[t] else None
+        cpu_ms = seq_cpu[t] / seq_calls[t] * 1000 if seq_calls[t] else None
         out.append(asdict(FanoutRow(t, r.n, r.p50_ms, r.p99_ms, conc_calls[t], rate, p50, len(failed[t]),
-                                    len(failed_analyses[t]))))
+                                    len(failed_analyses[t]), cpu_ms)))
     return out
