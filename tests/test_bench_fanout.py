@@ -12,14 +12,16 @@ from fxplat.bench import ServerProcess
 TINY = bench_fanout.FanoutPlan(rounds=1, seq=(3, 0.0), conc=(0, 0.0))  # three analyses per transport, one caller
 
 
-def test_fanout_rows_carry_every_analysis_and_the_stacks_cpu_per_analysis(tmp_path):
+async def test_fanout_rows_carry_every_analysis_and_the_stacks_cpu_per_analysis(tmp_path):
+    # On the session's loop, as every async test here (asyncio.run would leave the thread without a current loop for
+    # the tests after it); starting and stopping the stack block, so they run in a thread.
     flags_file = bench_fanout.write_flags(tmp_path / "flags.yaml", "grpc")
     stack = ServerProcess(tmp_path, bench_fanout.SERVICES, flags_file=flags_file, name="stack")
-    stack.start()
+    await asyncio.to_thread(stack.start)
     try:
-        rows = asyncio.run(bench_fanout.run(stack, flags_file, concurrency=16, log=lambda line: None, plan=TINY))
+        rows = await bench_fanout.run(stack, flags_file, concurrency=16, log=lambda line: None, plan=TINY)
     finally:
-        stack.stop()
+        await asyncio.to_thread(stack.stop)
     by = {r["transport"]: r for r in rows}
     assert set(by) == {"grpc", "rest"}
     for row in by.values():
