@@ -14,7 +14,7 @@ round, the caller makes:
 
 and, to separate the adapter's Python from what running between two gRPC calls does to it, the flagged adapter over
 an instant client (answering from memory): timed back to back in a tight loop, and timed alone right after each raw
-call ("in situ"). Each variant's p50 over the baseline's and its mean CPU of the caller's main thread over the
+call ("in situ", p50; the tight loop's best block of 100). Each variant's p50 over the baseline's and its mean CPU of the caller's main thread over the
 baseline's are printed; an adapter that adds A µs to a baseline of B µs has an overhead of A / B.
 
     .venv/bin/python benchmarks/bench_adapter_cost.py [ROUNDS]
@@ -163,7 +163,9 @@ async def measure(endpoint: Endpoint, workdir: Path, rounds: int) -> dict[str, d
             for name in wall}
     rows[BASELINE] = {"p50_us": base_p50 * 1e6, "cpu_us": base_cpu * 1e6}
     rows["instant adapter, in situ"]["p50_us"] = statistics.median(wall["instant adapter, in situ"]) * 1e6
-    rows["instant adapter, tight loop"] = {"p50_us": statistics.median(loop_s) * 1e6, "cpu_us": float("nan")}
+    # the best block of the loop: what the code costs when nothing else runs (a collection or a hedge clock tick can
+    # land in any block)
+    rows["instant adapter, tight loop"] = {"p50_us": min(loop_s) * 1e6, "cpu_us": float("nan")}
     return rows
 
 
@@ -176,7 +178,7 @@ def report(rows: dict[str, dict[str, float]]) -> str:
         lines.append(f"{name:28} p50 {row['p50_us']:+7.1f} µs ({row['p50_us'] / base * 100:+5.1f} %)   "
                      f"main-thread CPU {row['cpu_us']:+6.1f} µs")
     situ, loop = rows["instant adapter, in situ"]["p50_us"], rows["instant adapter, tight loop"]["p50_us"]
-    lines.append(f"{'instant adapter, tight loop':28} p50 {loop:7.1f} µs")
+    lines.append(f"{'instant adapter, tight loop':28} µs  {loop:7.1f}      (best block of 100 calls)")
     lines.append(f"{'instant adapter, in situ':28} p50 {situ:7.1f} µs   ({situ / loop:.1f}x its tight-loop cost)")
     return "\n".join(lines)
 

@@ -4,25 +4,18 @@ ablated one skips exactly its metric updates, the instant client is not a call; 
 short run prints every row (they time nothing)."""
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_adapter_cost.py"
+from benchmark_scripts import loaded
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_adapter_cost", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with loaded("bench_adapter_cost") as module:
+        yield module
 
 
 def _ok_grpc_calls() -> float:

@@ -3,24 +3,17 @@ rows mean something only if the platform's app it times is the real one (auth on
 refused) and answers the call; these tests check that, and that a short run prints every row (they time nothing)."""
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_route_cost.py"
+from benchmark_scripts import loaded
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_route_cost", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with loaded("bench_route_cost") as module:
+        yield module
 
 
 async def _status(bench, app, headers) -> int:
