@@ -14,15 +14,17 @@ from prometheus_client import REGISTRY
 
 from adapters.breaker import BreakerConfig
 from adapters.connect import connect
-from adapters.core import last_call
+from adapters.core import MethodPolicy, last_call
 from adapters.flags import Flags
 from fxplat.catalog import BuildContext, build_host
 from transport.config import Endpoint
-from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound
+from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from services.market_analysis import grpc as ma_grpc
 from services.market_analysis.models import CandlesQuery, SummaryQuery
 from transport.client_factory import ClientFactory
 from transport.grpc_server import service_handler
+
+from faultproxy import FaultProxy
 
 SERVICE = "market_analysis"
 QUERY = CandlesQuery("EURUSD", limit=50)
@@ -185,6 +187,53 @@ async def test_domain_errors_neither_retry_nor_fall_back(market_host, factory, f
     with pytest.raises(InvalidArgument):
         await adapter.get_candles(CandlesQuery("EURUSD", limit=-3))
     assert last_call.get().attempts == 1
+
+
+def retries(transport: str, method: str = "GetCandles") -> float:
+    return REGISTRY.get_sample_value("fxplat_client_retries_total", {
+        "service": SERVICE, "method": method, "transport": transport}) or 0.0
+
+
+async def test_a_refused_rest_read_is_retried_and_answered_once(market_host, factory, flags_file):
+    """The first attempt's failure goes through the same retry policy as every later one (it is made outside tenacity,
+    then judged by it): retried after the backoff, counted, and the server sees one call."""
+    _, flags = flags_file
+    async with FaultProxy("127.0.0.1", int(market_host.rest_url.rsplit(":", 1)[1])) as proxy:
+        proxy.mode = "refuse"
+        adapter = connect(SERVICE, Endpoint(f"http://{proxy.address}", market_host.grpc_target), factory=factory,
+                          flags=flags, force="rest")
+        before_served, before_retries = served("rest"), retries("rest")
+
+        async def reopen() -> None:
+            for _ in range(500):  # until the first attempt was refused (bounded: 5 s)
+                if proxy.connections:
+                    proxy.mode = "pass"
+                    return
+                await asyncio.sleep(0.01)
+
+        opener = asyncio.create_task(reopen())
+        page = await adapter.get_candles(QUERY)
+        await opener
+        rec = last_call.get()
+    assert len(page.series) == 50 and rec.transport == "rest" and rec.code == "OK"
+    assert rec.attempts >= 2 and retries("rest") - before_retries == rec.attempts - 1
+    assert served("rest") - before_served == 1
+
+
+async def test_rest_gives_up_after_its_attempts_and_never_retries_a_write(market_host, factory, flags_file):
+    _, flags = flags_file
+    dead = Endpoint(f"http://127.0.0.1:{closed_port()}", market_host.grpc_target)
+    read = connect(SERVICE, dead, factory=factory, flags=flags, force="rest")
+    before = retries("rest")
+    with pytest.raises(Unavailable):
+        await read.get_candles(QUERY)
+    assert last_call.get().attempts == 3 and retries("rest") - before == 2
+    # the same call declared a write (not idempotent): a refused connection may have reached a server that ran it
+    write = connect(SERVICE, dead, factory=factory, flags=flags, force="rest")
+    write.caller.policies = {**write.caller.policies, "GetCandles": MethodPolicy(idempotent=False, read=False)}
+    with pytest.raises(Unavailable):
+        await write.get_candles(QUERY)
+    assert last_call.get().attempts == 1 and retries("rest") - before == 2
 
 
 async def test_rest_only_service_is_served_at_full_grpc_share(data_dir, flags_file, auth, tokens):

@@ -313,21 +313,30 @@ class FlaggedCaller(Generic[Impl]):
 
     async def _rest_with_retries(self, method: str, policy: MethodPolicy, client_method: str, args: tuple,
                                  record: CallRecord, deadline: float):
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.rest_attempts) | stop_after_delay(max(0.0, deadline - time.monotonic())),
-            wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.05),
-            # A draining server refused the call before running it: even a non-idempotent one may go again.
-            retry=retry_if_exception(lambda exc: isinstance(exc, E.Unavailable)
-                                     and (policy.idempotent or exc.reason == SHUTTING_DOWN)),
-            reraise=True,
-        )
         token = context.run_until(deadline)
         try:
+            # The first attempt goes without tenacity: its retry state per call cost ~230 µs of a REST call's ~2.3
+            # ms (measured in situ), and nearly every call needs no second attempt.
+            record.attempts += 1
+            try:
+                return await getattr(self.rest, client_method)(*args)
+            except E.Unavailable as exc:  # the only failure a retry may follow; the policy below decides
+                failed: BaseException | None = exc
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self.rest_attempts) | stop_after_delay(max(0.0, deadline - time.monotonic())),
+                wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.05),
+                # A draining server refused the call before running it: even a non-idempotent one may go again.
+                retry=retry_if_exception(lambda exc: isinstance(exc, E.Unavailable)
+                                         and (policy.idempotent or exc.reason == SHUTTING_DOWN)),
+                reraise=True,
+            )
             async for attempt in retrying:
                 with attempt:
+                    if failed is not None:  # tenacity's attempt 1 is the one made above: it judges its failure
+                        exc, failed = failed, None
+                        raise exc
                     record.attempts += 1
-                    if attempt.retry_state.attempt_number > 1:
-                        CLIENT_RETRIES.labels(self.service, method, "rest").inc()
+                    CLIENT_RETRIES.labels(self.service, method, "rest").inc()
                     return await getattr(self.rest, client_method)(*args)
         finally:
             context.restore(token)
