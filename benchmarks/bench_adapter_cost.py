@@ -13,9 +13,10 @@ round, the caller makes:
     adapter, no hedge/metrics  and its metric updates made no-ops as well
 
 and, to separate the adapter's Python from what running between two gRPC calls does to it, the flagged adapter over
-an instant client (answering from memory): timed back to back in a tight loop, and timed alone right after each raw
-call ("in situ", p50; the tight loop's best block of 100). Each variant's p50 over the baseline's and its mean CPU of the caller's main thread over the
-baseline's are printed; an adapter that adds A µs to a baseline of B µs has an overhead of A / B.
+an instant client (answering from memory): timed back to back in a tight loop (its best block of 100 calls) and
+alone right after each raw call (p50, "in situ"). Each variant's p50 over the baseline's and its mean CPU of the
+caller's main thread over the baseline's are printed; an adapter that adds A µs to a baseline of B µs has an overhead
+of A / B.
 
     .venv/bin/python benchmarks/bench_adapter_cost.py [ROUNDS]
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -37,7 +37,8 @@ import uvloop
 from adapters.connect import connect
 from adapters.flags import Flags
 from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
-from fxplat.bench_floor import FloorProcess
+from fxplat.bench import SERVICE, _write_flags
+from fxplat.bench_floor import FloorProcess, _free_port
 from services.common.market_types import CandleSeries, Timeframe
 from services.market_analysis.grpc import MarketAnalysisGrpcClient, candle_page_bytes, candles_query_to_pb
 from services.market_analysis.models import CandlePage, CandlesQuery
@@ -47,7 +48,6 @@ from transport.client_factory import ClientFactory
 from transport.config import Endpoint
 
 BARS = 10
-SERVICE = "market_analysis"
 QUERY = CandlesQuery("EURUSD", Timeframe.M1, limit=BARS)
 BASELINE = "raw stub+decode"
 
@@ -56,12 +56,6 @@ def ten_bar_page() -> CandlePage:
     t = np.arange(BARS, dtype=np.int64) * 60 + 1_735_689_600
     p = np.linspace(1.1, 1.2, BARS)
     return CandlePage(CandleSeries("EURUSD", Timeframe.M1, t, p, p, p, p, p), "")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -107,9 +101,7 @@ def adapter(endpoint: Endpoint, factory: ClientFactory, flags: Flags, *, force: 
 
 
 async def measure(endpoint: Endpoint, workdir: Path, rounds: int) -> dict[str, dict[str, float]]:
-    flags_file = workdir / "flags.yaml"
-    flags_file.write_text(f"kill_switch: false\nservices:\n  {SERVICE}:\n    grpc: 100\n    stickiness: random\n")
-    flags = Flags(flags_file, unleash_url="")
+    flags = Flags(_write_flags(workdir / "flags.yaml", 100), unleash_url="")
     async with ClientFactory() as factory:
         channel = factory.channel(endpoint.grpc_target)
         stub = pb_grpc.MarketAnalysisServiceStub(channel)
