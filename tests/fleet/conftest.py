@@ -38,19 +38,27 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="needs the fleet tier: bash scripts/fleet_tier.sh"))
 
 
+_handed_out: set[int] = set()
+
+
 def _free_port(hosts: tuple[str, ...]) -> int:
-    """A port free on every one of `hosts`."""
+    """A port free on every one of `hosts`, never one handed out before in this session. The kernel may give the same
+    free port twice, and HAProxy binds its listeners with SO_REUSEPORT: two frontends on one port would both start
+    and split the connections between them (a gRPC call answered by a REST frontend's 404)."""
     for _ in range(100):
         with socket.socket() as probe:
             probe.bind((hosts[0], 0))
             port = probe.getsockname()[1]
+        if port in _handed_out:
+            continue
         try:
             for h in hosts:
                 with socket.socket() as s:
                     s.bind((h, port))
-            return port
         except OSError:
             continue
+        _handed_out.add(port)
+        return port
     raise RuntimeError("no common free port")
 
 
