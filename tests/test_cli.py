@@ -88,6 +88,11 @@ async def test_bench_quick_prints_and_writes_the_ratios(tmp_path):
                if r["key"] != "adapter_overhead_pct")  # measured; a pass/fail verdict given
     assert isinstance(targets["adapter_overhead_pct"]["value"], float)  # an overhead may be negative on a noisy run
     assert isinstance(info["adapter_overhead_us"]["value"], float) and info["adapter_overhead_us"]["unit"] == "µs"
+    # the raw stub on a bare grpc.aio server, measured beside the adapters: the ceilings of the gRPC/REST targets
+    bare = next(r for r in result["rows"] if r["variant"] == "grpc raw stub, bare server")
+    assert bare["n"] > 0 and bare["calls_per_s"] > 0
+    for key in ("small_grpc_over_rest_p50_ceiling", "throughput_grpc_over_rest_ceiling"):
+        assert isinstance(info[key]["value"], float) and info[key]["value"] > 0
     assert "adapter->grpc p50 over raw stub+decode" in stdout
     assert re.search(r"adapter->grpc p50 minus raw stub\+decode p50, 10 bars\s*│\s*[+-]\d+ µs", stdout), stdout
 

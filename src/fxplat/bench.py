@@ -15,9 +15,12 @@ sequentially (one call at a time: p50, p99, mean) and, for some, with 16 concurr
     rest raw httpx            httpx GET + orjson.loads, no domain decode
     rest client               MarketAnalysisRestClient (JSON -> domain types)
     adapter -> rest           the flagged adapter, flags at gRPC 0 %
+    grpc raw stub, bare server  (small call) the raw stub on a bare grpc.aio server sending the platform's page: the
+                              ceiling of the gRPC/REST ratios from this client
 
 Variants of one transport are interleaved call by call (raw, client, adapter, raw, ...), so drift in machine load
-hits them alike and their differences are not an artefact of running at different times. Every row shares one
+hits them alike and their differences are not an artefact of running at different times; the transports alternate
+in segments (`Size.rounds`), so the gRPC/REST ratios compare the same stretch of time too. Every row shares one
 ClientFactory: one gRPC channel and one httpx client, as a real process would. The server checks bearer tokens, as in
 production (FXPLAT_AUTH=on with a secret made for the run), so every row, raw ones included, sends one.
 """
@@ -50,6 +53,9 @@ GRPC_VARIANTS = ("grpc raw stub", "grpc raw stub+decode", "grpc client", "adapte
                  "adapter -> grpc")
 REST_VARIANTS = ("rest raw httpx", "rest client", "adapter -> rest")
 BASELINE = "grpc raw stub+decode"
+# The same raw stub against a bare grpc.aio server (fxplat.floor) sending the platform's own answer: the fastest any
+# gRPC path reaches from this client, so its ratios to adapter -> rest bound the two gRPC/REST targets from above.
+FLOOR_STUB = "grpc raw stub, bare server"
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,12 @@ class Size:
     rest_conc: tuple[int, float]
     concurrent: tuple[str, ...]  # the variants that get a 16-caller run
     rest: tuple[str, ...] = REST_VARIANTS  # the REST variants measured at all
+    floor_stub: bool = False  # also time FLOOR_STUB (the small call only)
     rest_warmup: int = 2
+    # gRPC and REST alternate in this many segments, each with its share of the budgets above: a 2-core VM's speed
+    # can move ~2x for seconds at a time, and a transport measured in one block would get its own share of slow
+    # spells, so the gRPC/REST ratios would compare different moments
+    rounds: int = 1
 
 
 ALL = GRPC_VARIANTS + REST_VARIANTS
@@ -72,13 +83,15 @@ ADAPTERS = (BASELINE, "adapter -> grpc", "adapter -> rest")
 FULL_SIZES = (
     # The small call carries the adapter-overhead target, a few points between two p50s: ~1,500 rounds (10 s) keep
     # its sampling noise near a point; 4 s (~550 rounds) let one of three runs land 2-3 points off the others.
-    Size("10", 10, (400, 2000, 10.0), (200, 1000, 3.0), (1600, 1.5), (480, 2.0), ALL),
-    Size("1k", 1_000, (150, 1000, 2.0), (40, 200, 2.5), (1600, 1.0), (160, 2.5), ADAPTERS),
-    Size("10k", 10_000, (50, 400, 2.0), (8, 40, 3.0), (480, 1.0), (32, 1.5), ADAPTERS),
+    Size("10", 10, (400, 2000, 10.0), (200, 1000, 3.0), (1600, 1.5), (960, 2.0), (*ALL, FLOOR_STUB), rounds=8,
+         floor_stub=True),
+    Size("1k", 1_000, (150, 1000, 2.0), (40, 200, 2.5), (1600, 1.0), (160, 2.5), ADAPTERS, rounds=2),
+    Size("10k", 10_000, (50, 400, 2.0), (8, 40, 3.0), (480, 1.0), (32, 1.5), ADAPTERS, rounds=2),
     Size("100k", 100_000, (15, 100, 2.5), (3, 3, 1.0), (64, 1.5), (16, 0.0), ADAPTERS, rest_warmup=0),
 )
 QUICK_SIZES = (
-    Size("10", 10, (150, 600, 1.0), (60, 300, 0.8), (480, 0.4), (160, 0.6), ("adapter -> grpc", "adapter -> rest")),
+    Size("10", 10, (150, 600, 1.0), (60, 300, 0.8), (480, 0.4), (160, 0.6),
+         ("adapter -> grpc", "adapter -> rest", FLOOR_STUB), rounds=2, floor_stub=True),
     Size("1k", 1_000, (30, 200, 0.4), (8, 40, 0.4), (160, 0.3), (32, 0.5), ("adapter -> grpc", "adapter -> rest")),
     Size("10k", 10_000, (10, 60, 0.4), (2, 10, 0.5), (64, 0.3), (0, 0.0), ("adapter -> grpc",), rest_warmup=0),
     Size("100k", 100_000, (4, 15, 0.5), (1, 1, 0.0), (16, 0.3), (0, 0.0), ("adapter -> grpc",),
@@ -111,7 +124,8 @@ class Row:
     conc_wall_s: float | None = None
     calls_per_s: float | None = None
     conc_p50_ms: float | None = None
-    samples_ms: list[float] = field(default_factory=list, repr=False)
+    samples_ms: list[float] = field(default_factory=list, repr=False)  # sequential, over every segment
+    conc_samples_ms: list[float] = field(default_factory=list, repr=False)  # 16 callers, over every segment
 
 
 # --- server process --------------------------------------------------------------------------------------------------
@@ -251,7 +265,8 @@ async def _sequential(calls: dict[str, Call], rows: dict[str, Row], min_n: int, 
     for _ in range(warmup):
         for call in calls.values():
             await call()
-    gc.collect()
+    if not any(rows[name].samples_ms for name in calls):  # once per row, not per segment (~60 ms each here)
+        gc.collect()
     perf = time.perf_counter
     start = perf()
     for i in range(max_n):
@@ -266,15 +281,18 @@ async def _sequential(calls: dict[str, Call], rows: dict[str, Row], min_n: int, 
 
 
 async def _concurrent(call: Call, row: Row, max_calls: int, cap_s: float) -> None:
-    """CONCURRENCY callers share `call` (one client); throughput = completed calls / wall time."""
+    """CONCURRENCY callers share `call` (one client). Adds to `row`: throughput is completed calls over wall time,
+    summed over every segment measured into it (each segment runs until its last call finishes)."""
     if max_calls <= 0:
         return
-    if max_calls >= 4 * CONCURRENCY:  # warm: open the pool's connections (skipped where one call costs ~1 s)
-        await asyncio.gather(*(call() for _ in range(CONCURRENCY)))
-    gc.collect()
+    if not row.conc_calls:  # the row's first segment
+        if max_calls >= 4 * CONCURRENCY:  # warm: open the pool's connections (skipped where one call costs ~1 s)
+            await asyncio.gather(*(call() for _ in range(CONCURRENCY)))
+        gc.collect()  # once per row, not per segment (~60 ms each here)
     perf = time.perf_counter
     started = 0
-    latencies: list[float] = []
+    latencies = row.conc_samples_ms
+    done_before = len(latencies)
     t_start = perf()
     stop_at = t_start + cap_s
 
@@ -287,10 +305,16 @@ async def _concurrent(call: Call, row: Row, max_calls: int, cap_s: float) -> Non
             latencies.append((perf() - t0) * 1000.0)
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    wall = perf() - t_start
-    row.conc_calls, row.conc_wall_s = len(latencies), wall
-    row.calls_per_s = len(latencies) / wall if wall > 0 else None
+    row.conc_calls += len(latencies) - done_before
+    row.conc_wall_s = (row.conc_wall_s or 0.0) + perf() - t_start
+    row.calls_per_s = row.conc_calls / row.conc_wall_s if row.conc_wall_s > 0 else None
     row.conc_p50_ms = _pct(sorted(latencies), 50) if latencies else None
+
+
+def _segments(total: tuple, rounds: int) -> tuple:
+    """One of `rounds` equal segments of a (calls..., seconds) budget: counts rounded up, seconds divided."""
+    *counts, cap_s = total
+    return (*(-(-c // rounds) for c in counts), cap_s / rounds)
 
 
 def _write_flags(path: Path, grpc_pct: int) -> Path:
@@ -320,7 +344,10 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
     flags_rest = Flags(_write_flags(workdir / "flags-rest.yaml", 0), unleash_url="")
     rows: list[Row] = []
     tokens = MintedTokens(Signer(server.auth_secret, "HS256"), sub="bench", scopes=["market:read"])
-    async with ClientFactory(token_source=tokens) as factory:
+    floors: list = []  # the bare servers behind FLOOR_STUB, stopped on the way out
+    async with contextlib.AsyncExitStack() as stack:
+        factory = await stack.enter_async_context(ClientFactory(token_source=tokens))
+        stack.callback(lambda: [floor.stop() for floor in floors])
         channel = factory.channel(server.grpc_target)
         http: httpx.AsyncClient = factory.http(server.rest_url)
         stub = pb_grpc.MarketAnalysisServiceStub(channel)
@@ -360,6 +387,15 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
                 "rest client": lambda q=query: rest_client.get_candles(q),
                 "adapter -> rest": lambda q=query: adapter_rest.get_candles(q),
             }
+            grpc_variants = GRPC_VARIANTS
+            if size.floor_stub:
+                floor_stub = await _floor_stub(stub, request, factory, workdir / f"floor-{size.label}", floors)
+
+                async def floor_call(request=request, floor_stub=floor_stub):  # as raw_stub, on the bare server
+                    return await floor_stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)
+
+                calls[FLOOR_STUB] = floor_call
+                grpc_variants += (FLOOR_STUB,)
             # the bars asked for must be what comes back, or the sizes mean nothing (also warms both paths)
             page = await adapter_grpc.get_candles(query)
             page_rest = await adapter_rest.get_candles(query)
@@ -369,22 +405,54 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
             if page.series != page_rest.series:
                 log(f"  warning: gRPC and REST disagree on the {size.bars} bars (a parity bug; timing goes on)")
 
-            names = [*GRPC_VARIANTS, *size.rest]
-            by_name = {name: Row(size.label, size.bars, name, "grpc" if name in GRPC_VARIANTS else "rest")
-                       for name in names}
-            t0 = time.perf_counter()
-            lo, hi, cap = size.grpc_seq
-            await _sequential({k: calls[k] for k in GRPC_VARIANTS}, by_name, lo, hi, cap, warmup=max(3, lo // 20))
-            lo, hi, cap = size.rest_seq
-            await _sequential({k: calls[k] for k in size.rest}, by_name, lo, hi, cap, warmup=size.rest_warmup)
-            t_seq = time.perf_counter() - t0
-            for name in names:
-                if name in size.concurrent:
-                    max_calls, cap = size.grpc_conc if name in GRPC_VARIANTS else size.rest_conc
-                    await _concurrent(calls[name], by_name[name], max_calls, cap)
-            log(f"  {size.label}: sequential {t_seq:.1f} s, 16 callers {time.perf_counter() - t0 - t_seq:.1f} s")
+            by_name = await _measure(size, calls, grpc_variants, log)
             rows.extend(by_name.values())
     return rows
+
+
+async def _measure(size: Size, calls: dict[str, Call], grpc_variants: tuple[str, ...], log) -> dict[str, Row]:
+    """Every variant of `size`, sequentially and then with 16 callers, the transports alternating in `size.rounds`
+    segments (gRPC's variants interleaved call by call, then REST's, and again), so that a slow spell of the machine
+    falls on both transports alike instead of on one of them."""
+    names = [*grpc_variants, *size.rest]
+    by_name = {name: Row(size.label, size.bars, name, "grpc" if name in grpc_variants else "rest") for name in names}
+    t0 = time.perf_counter()
+    k = size.rounds
+    for segment in range(k):
+        lo, hi, cap = _segments(size.grpc_seq, k)
+        await _sequential({n: calls[n] for n in grpc_variants}, by_name, lo, hi, cap,
+                          warmup=0 if segment else max(3, size.grpc_seq[0] // 20))
+        lo, hi, cap = _segments(size.rest_seq, k)
+        await _sequential({n: calls[n] for n in size.rest}, by_name, lo, hi, cap,
+                          warmup=0 if segment else size.rest_warmup)
+    t_seq = time.perf_counter() - t0
+    for _ in range(k):
+        for name in names:
+            if name in size.concurrent:
+                max_calls, cap = _segments(size.grpc_conc if name in grpc_variants else size.rest_conc, k)
+                await _concurrent(calls[name], by_name[name], max_calls, cap)
+    log(f"  {size.label}: sequential {t_seq:.1f} s, 16 callers {time.perf_counter() - t0 - t_seq:.1f} s")
+    return by_name
+
+
+async def _floor_stub(stub, request, factory, workdir: Path, floors: list):
+    """A bare grpc.aio server (fxplat.floor) answering with the platform's own answer to `request`, byte for byte,
+    started in a child process (added to `floors`, to be stopped); returns a stub of the same kind on it."""
+    from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
+    from fxplat.bench_floor import FloorProcess, _free_port
+    from transport.context import DEFAULT_BUDGET_S
+
+    workdir.mkdir(exist_ok=True)
+    payload = workdir / "page.bin"
+    payload.write_bytes((await stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)).SerializeToString())
+    floor = FloorProcess("grpc", _free_port(), payload, workdir / "server.log")
+    floors.append(floor)
+    floor.launch()
+    await asyncio.to_thread(floor.wait_ready)
+    floor_stub = pb_grpc.MarketAnalysisServiceStub(factory.channel(floor.address))
+    if (await floor_stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)).SerializeToString() != payload.read_bytes():
+        raise RuntimeError("the bare floor server did not answer with the platform's page")
+    return floor_stub
 
 
 # --- report ---------------------------------------------------------------------------------------------------------
@@ -425,6 +493,15 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
         p50, base = get(bars, variant, "p50_ms"), get(bars, BASELINE, "p50_ms")
         return None if p50 is None or base is None else (p50 - base) * 1000
 
+    # What the bare server and the raw stub reach against the same REST row: a gRPC path doing anything at all is
+    # slower, so where a ceiling misses its target, the target is out of reach of grpc.aio from this client here.
+    add("small_grpc_over_rest_p50_ceiling", f"ceiling of the small-call target: p50 raw stub on a bare grpc.aio "
+        f"server / adapter->rest, {small_bars} bars",
+        _ratio(get(small_bars, FLOOR_STUB, "p50_ms"), get(small_bars, "adapter -> rest", "p50_ms")), "x", None)
+    add("throughput_grpc_over_rest_ceiling", f"ceiling of the 16-caller target: calls/s raw stub on a bare "
+        f"grpc.aio server / adapter->rest, {small_bars} bars",
+        _ratio(get(small_bars, FLOOR_STUB, "calls_per_s"), get(small_bars, "adapter -> rest", "calls_per_s")), "x",
+        None)
     sizes = sorted({r.bars for r in rows})
     for bars in sizes:
         small = bars == small_bars
@@ -639,7 +716,7 @@ def run_bench(*, json_path: Path | None, quick: bool = False, log=print) -> dict
             "timeframe": "M1",
             "small_bars": sizes[0].bars,
         },
-        "rows": [{k: v for k, v in asdict(r).items() if k != "samples_ms"} for r in rows],
+        "rows": [{k: v for k, v in asdict(r).items() if k not in ("samples_ms", "conc_samples_ms")} for r in rows],
         "floor_rows": floor_rows,
         "fanout_rows": fanout_rows,
         "ratios": _ratios(rows, sizes[0].bars, floor_rows, fanout_rows),

@@ -83,9 +83,6 @@ async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPla
     failed: dict[str, list] = {t: [] for t in transports}
     moved: dict[str, int] = {t: 0 for t in transports}  # component calls that left gRPC for REST (hedge, fallback)
     failed_analyses: dict[str, list] = {t: [] for t in transports}
-    conc_calls = {t: 0 for t in transports}
-    conc_wall = {t: 0.0 for t in transports}
-    conc_lat: dict[str, list[float]] = {t: [] for t in transports}
     seq_cpu = {t: 0.0 for t in transports}  # stack CPU seconds over the sequential phases, and their analyses
     seq_calls = {t: 0 for t in transports}
     flags = Flags(flags_file, unleash_url="")  # for the adapter's own bookkeeping; the transport is forced
@@ -138,14 +135,7 @@ async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPla
                 if cpu0 is not None and cpu1 is not None:
                     seq_cpu[t] += cpu1 - cpu0
                     seq_calls[t] += len(rows[t].samples_ms) - done
-                max_calls, cap = plan.conc
-                if max_calls:
-                    part = Row("fan-out", len(SYMBOLS), t, t)
-                    await _concurrent(checked(t), part, max_calls, cap)
-                    conc_calls[t] += part.conc_calls
-                    conc_wall[t] += part.conc_wall_s or 0.0
-                    if part.conc_p50_ms is not None:
-                        conc_lat[t].append(part.conc_p50_ms)
+                await _concurrent(checked(t), rows[t], *plan.conc)  # adds to the row's 16-caller figures
         write_flags(flags_file, "grpc")
     log(f"  fan-out: {time.perf_counter() - t0:.1f} s")
     for t in transports:
@@ -158,9 +148,7 @@ async def run(stack, flags_file: Path, *, concurrency: int, log, plan: FanoutPla
                 f"{failed_analyses[t][0]!r}")
     out = []
     for t, r in rows.items():
-        rate = conc_calls[t] / conc_wall[t] if conc_wall[t] else None
-        p50 = sorted(conc_lat[t])[len(conc_lat[t]) // 2] if conc_lat[t] else None
         cpu_ms = seq_cpu[t] / seq_calls[t] * 1000 if seq_calls[t] else None
-        out.append(asdict(FanoutRow(t, r.n, r.p50_ms, r.p99_ms, conc_calls[t], rate, p50, len(failed[t]),
-                                    len(failed_analyses[t]), cpu_ms)))
+        out.append(asdict(FanoutRow(t, r.n, r.p50_ms, r.p99_ms, r.conc_calls, r.calls_per_s, r.conc_p50_ms,
+                                    len(failed[t]), len(failed_analyses[t]), cpu_ms)))
     return out

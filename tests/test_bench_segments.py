@@ -1,0 +1,89 @@
+"""How `fxplat bench` spreads its measurements (fxplat.bench._measure, _concurrent, _segments): the transports
+alternate in segments, so that a slow spell of the machine (a 2-core VM's speed moves ~2x for seconds at a time)
+falls on gRPC and REST alike, and each row adds up every segment measured into it. Fake calls record their order;
+nothing here is timed against a target."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from fxplat import bench as B
+
+
+def _recording(log: list[str], *names: str) -> dict[str, B.Call]:
+    def call_of(name: str) -> B.Call:
+        async def call() -> None:
+            log.append(name)
+            await asyncio.sleep(0)
+        return call
+    return {name: call_of(name) for name in names}
+
+
+def _blocks(log: list[str]) -> list[str]:
+    """The transports of `log` with each run of calls on one transport folded into one entry: "g" or "r"."""
+    return [transport for transport, _ in itertools.groupby(name[0] for name in log)]
+
+
+async def test_the_transports_alternate_in_segments_sequentially_and_under_16_callers():
+    log: list[str] = []
+    calls = _recording(log, "g-raw", "g-adapter", "r-raw", "r-adapter")
+    size = B.Size("t", 10, grpc_seq=(6, 6, 60.0), rest_seq=(3, 3, 60.0), grpc_conc=(48, 60.0), rest_conc=(24, 60.0),
+                  concurrent=("g-adapter", "r-adapter"), rest=("r-raw", "r-adapter"), rest_warmup=0, rounds=3)
+    rows = await B._measure(size, calls, ("g-raw", "g-adapter"), log=lambda line: None)
+
+    # three gRPC blocks and three REST blocks in turn, sequentially (the first gRPC one with its warm-up) and again
+    # under 16 callers: never one transport's whole measurement at one moment
+    assert _blocks(log) == ["g", "r"] * 6
+    assert {name: row.n for name, row in rows.items()} == {"g-raw": 6, "g-adapter": 6, "r-raw": 3, "r-adapter": 3}
+    assert rows["g-adapter"].transport == "grpc" and rows["r-adapter"].transport == "rest"
+    # each 16-caller segment has its share of the calls (48 / 3, 24 / 3), and the row adds them all up
+    assert rows["g-adapter"].conc_calls == 48 and rows["r-adapter"].conc_calls == 24
+    assert rows["g-raw"].conc_calls == 0 and rows["g-raw"].calls_per_s is None  # not in `concurrent`
+    for row in (rows["g-adapter"], rows["r-adapter"]):
+        assert row.calls_per_s == row.conc_calls / row.conc_wall_s
+        assert len(row.conc_samples_ms) == row.conc_calls and row.conc_p50_ms is not None
+
+
+async def test_with_one_round_each_transport_is_measured_in_one_block():
+    log: list[str] = []
+    calls = _recording(log, "g", "r")
+    size = B.Size("t", 10, (4, 4, 60.0), (2, 2, 60.0), (16, 60.0), (16, 60.0), ("g", "r"), rest=("r",),
+                  rest_warmup=0)
+    await B._measure(size, calls, ("g",), log=lambda line: None)
+    assert _blocks(log) == ["g", "r", "g", "r"]  # sequential, then 16 callers
+
+
+async def test_a_row_adds_up_its_16_caller_segments_and_warms_the_pool_once():
+    made: list[str] = []
+    calls = _recording(made, "call")
+    row = B.Row("t", 10, "call", "grpc")
+    await B._concurrent(calls["call"], row, 4 * B.CONCURRENCY, 60.0)
+    first_wall = row.conc_wall_s
+    assert len(made) == B.CONCURRENCY + 4 * B.CONCURRENCY  # the pool's warm-up, then the measured calls
+    await B._concurrent(calls["call"], row, 4 * B.CONCURRENCY, 60.0)
+    assert len(made) == B.CONCURRENCY + 8 * B.CONCURRENCY  # no second warm-up: the pool is open
+    assert row.conc_calls == 8 * B.CONCURRENCY == len(row.conc_samples_ms)
+    assert row.conc_wall_s > first_wall
+    assert row.calls_per_s == row.conc_calls / row.conc_wall_s
+    await B._concurrent(calls["call"], row, 0, 60.0)  # a segment with no calls changes nothing
+    assert row.conc_calls == 8 * B.CONCURRENCY
+
+
+def test_a_budget_is_split_into_segments_rounding_counts_up():
+    assert B._segments((400, 2000, 10.0), 8) == (50, 250, 1.25)
+    assert B._segments((15, 100, 2.5), 2) == (8, 50, 1.25)
+    assert B._segments((1600, 1.5), 8) == (200, 0.1875)
+    assert B._segments((3, 3, 1.0), 1) == (3, 3, 1.0)
+
+
+def test_the_ceilings_compare_the_bare_server_with_the_rest_adapter():
+    def row(variant: str, p50: float, rate: float) -> B.Row:
+        return B.Row("10", 10, variant, "rest" if "rest" in variant else "grpc", n=100, p50_ms=p50, calls_per_s=rate)
+
+    rows = [row(B.BASELINE, 1.0, 1500.0), row("adapter -> grpc", 1.1, 1400.0), row("adapter -> rest", 2.0, 500.0),
+            row(B.FLOOR_STUB, 0.6, 1750.0)]
+    by_key = {r["key"]: r for r in B._ratios(rows, 10)}
+    assert by_key["small_grpc_over_rest_p50_ceiling"]["value"] == 0.6 / 2.0
+    assert by_key["throughput_grpc_over_rest_ceiling"]["value"] == 1750.0 / 500.0
+    assert by_key["small_grpc_over_rest_p50_ceiling"]["target"] is None  # information beside the targets
+    assert by_key["small_grpc_over_rest_p50"]["value"] == 1.1 / 2.0
