@@ -345,9 +345,14 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
     rows: list[Row] = []
     tokens = MintedTokens(Signer(server.auth_secret, "HS256"), sub="bench", scopes=["market:read"])
     floors: list = []  # the bare servers behind FLOOR_STUB, stopped on the way out
+
+    def stop_floors() -> None:
+        for floor in floors:
+            floor.stop()
+
     async with contextlib.AsyncExitStack() as stack:
         factory = await stack.enter_async_context(ClientFactory(token_source=tokens))
-        stack.callback(lambda: [floor.stop() for floor in floors])
+        stack.callback(stop_floors)
         channel = factory.channel(server.grpc_target)
         http: httpx.AsyncClient = factory.http(server.rest_url)
         stub = pb_grpc.MarketAnalysisServiceStub(channel)
