@@ -87,3 +87,32 @@ def test_the_ceilings_compare_the_bare_server_with_the_rest_adapter():
     assert by_key["throughput_grpc_over_rest_ceiling"]["value"] == 1750.0 / 500.0
     assert by_key["small_grpc_over_rest_p50_ceiling"]["target"] is None  # information beside the targets
     assert by_key["small_grpc_over_rest_p50"]["value"] == 1.1 / 2.0
+
+
+def test_a_target_whose_ceiling_misses_too_is_reported_out_of_reach():
+    def row(variant: str, p50: float, rate: float) -> B.Row:
+        return B.Row("10", 10, variant, "rest" if "rest" in variant else "grpc", n=100, p50_ms=p50, calls_per_s=rate)
+
+    rows = [row(B.BASELINE, 0.80, 2500.0), row("adapter -> grpc", 0.85, 2400.0), row("adapter -> rest", 1.40, 600.0),
+            row(B.FLOOR_STUB, 0.75, 2900.0)]
+
+    def floor(transport: str, server: str, rate: float) -> dict:
+        return {"transport": transport, "server": server, "calls_per_s": rate, "server_cpu_us_per_call": 1e6 / rate,
+                "seq_p50_ms": 0.5}
+
+    floor_rows = [floor("grpc", "floor", 3000.0), floor("grpc", "route", 2900.0), floor("grpc", "platform", 2000.0),
+                  floor("rest", "floor", 6000.0), floor("rest", "route", 3500.0), floor("rest", "platform", 2000.0)]
+    targets = {r["key"]: r for r in B._ratios(rows, 10, floor_rows) if r["target"]}
+    small, busy = targets["small_grpc_over_rest_p50"], targets["throughput_grpc_over_rest"]
+    # 0.85 / 1.40 misses <= 0.5, and so does the bare server's 0.75 / 1.40: out of reach
+    assert small["pass"] is False and small["ceiling"] == 0.75 / 1.40 and small["reachable"] is False
+    # 2400 / 600 = 4.0 passes; 2900 / 600 passes too
+    assert busy["pass"] is True and busy["reachable"] is True
+    # the REST server: 2000 / 6000 misses >= 0.8, and the framework alone reaches 3500 / 6000: out of reach
+    rest = targets["rest_server_over_floor"]
+    assert rest["pass"] is False and rest["ceiling"] == 3500.0 / 6000.0 and rest["reachable"] is False
+    # the gRPC server: 2000 / 3000 misses >= 0.7 but the codec floor reaches 2900 / 3000: within reach, a real miss
+    grpc = targets["grpc_server_over_floor"]
+    assert grpc["pass"] is False and grpc["reachable"] is True
+    # a target without a ceiling row says nothing about reach
+    assert targets["adapter_overhead_pct"]["ceiling"] is None and targets["adapter_overhead_pct"]["reachable"] is None

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fxplat import bench
+
 FXPLAT = [str(Path(sys.executable).with_name("fxplat"))]
 
 
@@ -93,6 +95,9 @@ async def test_bench_quick_prints_and_writes_the_ratios(tmp_path):
     assert bare["n"] > 0 and bare["calls_per_s"] > 0
     for key in ("small_grpc_over_rest_p50_ceiling", "throughput_grpc_over_rest_ceiling"):
         assert isinstance(info[key]["value"], float) and info[key]["value"] > 0
+    # each target with a bound measured in the run carries it, and whether the target is within its reach
+    for key, ceiling in bench.CEILINGS.items():
+        assert targets[key]["ceiling"] == info[ceiling]["value"] and targets[key]["reachable"] in (True, False)
     assert "adapter->grpc p50 over raw stub+decode" in stdout
     assert re.search(r"adapter->grpc p50 minus raw stub\+decode p50, 10 bars\s*│\s*[+-]\d+ µs", stdout), stdout
 
