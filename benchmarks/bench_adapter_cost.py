@@ -38,7 +38,8 @@ from adapters.connect import connect
 from adapters.flags import Flags
 from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
 from fxplat.bench import SERVICE, _write_flags
-from fxplat.bench_floor import FloorProcess, _free_port
+from fxplat.bench_floor import FloorProcess
+from fxplat.ports import free_port
 from services.common.market_types import CandleSeries, Timeframe
 from services.market_analysis.grpc import MarketAnalysisGrpcClient, candle_page_bytes, candles_query_to_pb
 from services.market_analysis.models import CandlePage, CandlesQuery
@@ -64,8 +65,8 @@ def floors(workdir: Path):
     page = ten_bar_page()
     (workdir / "page.bin").write_bytes(candle_page_bytes(page))
     (workdir / "page.json").write_bytes(orjson.dumps(candles_json(page)))
-    servers = [FloorProcess("grpc", _free_port(), workdir / "page.bin", workdir / "grpc.log"),
-               FloorProcess("rest", _free_port(), workdir / "page.json", workdir / "rest.log")]
+    servers = [FloorProcess("grpc", free_port(), workdir / "page.bin", workdir / "grpc.log"),
+               FloorProcess("rest", free_port(), workdir / "page.json", workdir / "rest.log")]
     try:
         for server in servers:
             server.launch()

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fxplat.bench_floor import FLOORS, FloorProcess, _free_port, platform_targets
+from fxplat.bench_floor import FLOORS, FloorProcess, platform_targets
+from fxplat.ports import free_port
 
 ROUTE = "/v1/candles/{symbol}"
 
@@ -20,7 +21,7 @@ ROUTE = "/v1/candles/{symbol}"
 async def running_floor(transport: str, payload: bytes, workdir: Path):
     """The route floor of `transport` serving `payload`, stopped on exit."""
     (workdir / "payload").write_bytes(payload)
-    floor = FloorProcess(FLOORS[transport]["route"], _free_port(), workdir / "payload", workdir / "floor.log")
+    floor = FloorProcess(FLOORS[transport]["route"], free_port(), workdir / "payload", workdir / "floor.log")
     floor.launch()
     try:
         await asyncio.to_thread(floor.wait_ready)

@@ -34,7 +34,6 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fxplat.ports import free_port
 
 SERVICE = "market_analysis"
 SYMBOL = "EURUSD"
@@ -141,12 +142,6 @@ class Row:
 
 # --- server process --------------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tail(path: Path, n: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -161,16 +156,8 @@ class ServerProcess:
 
     def __init__(self, workdir: Path, services: tuple[str, ...] = (SERVICE,), *, flags_file: Path | None = None,
                  auth_secret: str | None = None, name: str = "server") -> None:
-        taken: set[int] = set()
-
-        def port() -> int:
-            while (p := _free_port()) in taken:
-                pass
-            taken.add(p)
-            return p
-
         self.services = services
-        self.ports = {svc: (port(), port()) for svc in services}
+        self.ports = {svc: (free_port(), free_port()) for svc in services}
         self.rest_port, self.grpc_port = self.ports[services[0]]
         self.endpoints = {svc: (f"http://127.0.0.1:{r}", f"127.0.0.1:{g}") for svc, (r, g) in self.ports.items()}
         self.rest_url, self.grpc_target = self.endpoints[services[0]]
@@ -455,13 +442,13 @@ async def _floor_stub(stub, request, factory, workdir: Path, floors: list):
     """A bare grpc.aio server (fxplat.floor) answering with the platform's own answer to `request`, byte for byte,
     started in a child process (added to `floors`, to be stopped); returns a stub of the same kind on it."""
     from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
-    from fxplat.bench_floor import FloorProcess, _free_port
+    from fxplat.bench_floor import FloorProcess
     from transport.context import DEFAULT_BUDGET_S
 
     workdir.mkdir(exist_ok=True)
     payload = workdir / "page.bin"
     payload.write_bytes((await stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)).SerializeToString())
-    floor = FloorProcess("grpc", _free_port(), payload, workdir / "server.log")
+    floor = FloorProcess("grpc", free_port(), payload, workdir / "server.log")
     floors.append(floor)
     floor.launch()
     await asyncio.to_thread(floor.wait_ready)

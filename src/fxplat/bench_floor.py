@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fxplat.floor import CANDLES_METHOD
 from fxplat.loadgen import LoadGenerator, LoadResult, Target
+from fxplat.ports import free_port
 
 SMALL_BARS = 10
 # transport -> row name -> floor server kind (python -m fxplat.floor KIND); the platform's row is "platform"
@@ -132,14 +133,6 @@ def _fetch_payloads(targets: dict[str, Target], workdir: Path) -> dict[str, Path
     return paths
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _fold(row: FloorRow, seq: list[LoadResult], conc: list[LoadResult]) -> None:
     from fxplat.loadgen import percentile
 
@@ -161,7 +154,7 @@ def run(*, grpc_target: str, rest_url: str, token: str, server_pid: int, workdir
     plan = QUICK if quick else FULL
     targets = platform_targets(grpc_target, rest_url, token)
     payloads = _fetch_payloads(targets, workdir)
-    floors = {(transport, who): FloorProcess(kind, _free_port(), payloads[transport], workdir / f"floor-{kind}.log")
+    floors = {(transport, who): FloorProcess(kind, free_port(), payloads[transport], workdir / f"floor-{kind}.log")
               for transport, kinds in FLOORS.items() for who, kind in kinds.items()}
     rows: list[FloorRow] = []
     try:

@@ -29,6 +29,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fxplat.ports import free_port
+
 TARGET_RATIO = 3.0
 SYMBOLS = ["EURUSD", "GBPUSD", "USDJPY", "USDCHF", "AUDUSD", "USDCAD", "NZDUSD", "EURGBP"]
 START_TIMEOUT_S = 120.0
@@ -74,12 +76,6 @@ class Row:
     @property
     def quotes_per_cpu_s(self) -> float:
         return self.quotes / max(1e-9, self.server_cpu_s)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Child:
@@ -143,7 +139,7 @@ class _Server(_Child):
     `rate` per symbol, serving both transports."""
 
     def __init__(self, workdir: Path, rate: float, coalesce_ms: float = 0.0) -> None:
-        self.rest_port, self.grpc_port = _free_port(), _free_port()
+        self.rest_port, self.grpc_port = free_port(), free_port()
         env = _env()
         env.update(FXPLAT_AUTH="off", FXPLAT_QUOTES_RATE=str(rate), FXPLAT_DATA_DIR=str(workdir),
                    FXPLAT_LOG_FORMAT="json", FXPLAT_MAX_STREAMS_PER_TOKEN="1000",
@@ -160,7 +156,7 @@ class _Floor(_Child):
     """A floor server of one transport (fxplat.stream_floor)."""
 
     def __init__(self, workdir: Path, transport: str, scenario: Scenario) -> None:
-        port = _free_port()
+        port = free_port()
         self.transport = transport
         self.rest_port = self.grpc_port = port
         cmd = [sys.executable, "-m", "fxplat.stream_floor", transport, str(port), str(scenario.rate),

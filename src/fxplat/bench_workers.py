@@ -14,13 +14,14 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from fxplat.ports import free_port
 
 CLIENT_PROCESSES = 4
 TASKS_PER_PROCESS = 8  # 32 connections in all
@@ -52,12 +53,6 @@ class Run:
         return 1000 * self.client_cpu_s / self.calls if self.calls else 0.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of process `pid` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -67,7 +62,7 @@ def _cpu_seconds(pid: int) -> float:
 class _Server:
     def __init__(self, workdir: Path, workers: int) -> None:
         self.workdir, self.workers = workdir, workers
-        self.rest_port, self.grpc_port = _free_port(), _free_port()
+        self.rest_port, self.grpc_port = free_port(), free_port()
         self.metrics_dir = workdir / f"metrics-{workers}"
         self.log_path = workdir / f"up-{workers}.log"
         self.proc: subprocess.Popen | None = None
