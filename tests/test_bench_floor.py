@@ -1,13 +1,14 @@
-"""The route floors of `fxplat bench` (fxplat.floor rest-route and grpc-route): the platform's GetCandles served as the
-platform declares it, with nothing of the platform's per-call layer. Their rows mean something only if they take the
-same calls as the platform and refuse the same bad ones the same way; these tests check that (they time nothing: the
-benchmark measures)."""
+"""The route and domain floors of `fxplat bench` (fxplat.floor rest-route and grpc-route: the platform's GetCandles
+served as the platform declares it; rest-domain and grpc-domain: served from the platform's domain), with nothing of the
+platform's per-call layer. Their rows mean something only if they take the same calls as the platform and refuse the
+same bad ones the same way; these tests check that (they time nothing: the benchmark measures)."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
@@ -18,10 +19,10 @@ ROUTE = "/v1/candles/{symbol}"
 
 
 @contextlib.asynccontextmanager
-async def running_floor(transport: str, payload: bytes, workdir: Path):
-    """The route floor of `transport` serving `payload`, stopped on exit."""
+async def running_floor(transport: str, payload: bytes, workdir: Path, who: str = "route"):
+    """The `who` floor of `transport` serving `payload` (a domain floor computes its own), stopped on exit."""
     (workdir / "payload").write_bytes(payload)
-    floor = FloorProcess(FLOORS[transport]["route"], free_port(), workdir / "payload", workdir / "floor.log")
+    floor = FloorProcess(FLOORS[transport][who], free_port(), workdir / "payload", workdir / "floor.log")
     floor.launch()
     try:
         await asyncio.to_thread(floor.wait_ready)
@@ -92,8 +93,6 @@ async def test_the_route_floor_declares_the_platform_route(route_floor, market_h
 @pytest.fixture(scope="module")
 async def grpc_route_floor(market_host, tokens, tmp_path_factory):
     """The gRPC route floor (fxplat.floor grpc-route) with the platform's own answer to the benchmark's call."""
-    import grpc
-
     target = platform_targets(market_host.grpc_target, market_host.rest_url, tokens())["grpc"]
     async with grpc.aio.insecure_channel(market_host.grpc_target) as channel:
         answer = await channel.unary_unary(target.path)(target.body, metadata=target.headers, timeout=30)
@@ -105,8 +104,6 @@ async def test_the_grpc_route_floor_answers_the_platform_message_and_refuses_wha
                                                                                               market_host):
     """It encodes the platform's answer again per call (the same message, field for field) and decodes every request:
     bytes that are no GetCandlesRequest get INVALID_ARGUMENT from it as from the platform."""
-    import grpc
-
     from forex.market_analysis.v1 import market_analysis_pb2 as pb
 
     floor, target, answer = grpc_route_floor
@@ -121,3 +118,80 @@ async def test_the_grpc_route_floor_answers_the_platform_message_and_refuses_wha
                 await channel.unary_unary(target.path)(b"\xff\xff\xff", metadata=target.headers, timeout=30)
         codes.append(caught.value.code())
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 2
+
+
+@pytest.fixture(scope="module")
+async def domain_floors(tmp_path_factory):
+    """Both domain floors (fxplat.floor grpc-domain and rest-domain), started together."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield {transport: await stack.enter_async_context(
+            running_floor(transport, b"", tmp_path_factory.mktemp(f"{transport}-domain-floor"), "domain"))
+            for transport in ("grpc", "rest")}
+
+
+async def _answers(transport: str, addresses: list[str], path: str, body: bytes, headers) -> list:
+    """The same call to each address: (status, body) for REST, (code, answer bytes or details) for gRPC."""
+    out = []
+    for address in addresses:
+        if transport == "rest":
+            async with httpx.AsyncClient(base_url=address, headers=dict(headers)) as client:
+                r = await client.get(path)
+            out.append((r.status_code, r.content))
+            continue
+        async with grpc.aio.insecure_channel(address) as channel:
+            try:
+                got = await channel.unary_unary(path)(body, metadata=headers, timeout=30)
+                out.append((grpc.StatusCode.OK, got))
+            except grpc.aio.AioRpcError as exc:
+                out.append((exc.code(), exc.details()))
+    return out
+
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+async def test_the_domain_floor_answers_the_benchmark_call_with_the_platform_bytes(domain_floors, transport,
+                                                                                 market_host, tokens):
+    """It computes the page itself, from the same domain through the same skin: byte for byte the platform's answer.
+    And it has none of the platform's per-call layer: without a token the platform refuses the call, the floor
+    answers it."""
+    target = platform_targets(market_host.grpc_target, market_host.rest_url, tokens())[transport]
+    base = market_host.rest_url if transport == "rest" else market_host.grpc_target
+    platform, floor = await _answers(transport, [base, domain_floors[transport].address], target.path, target.body,
+                                     target.headers)
+    assert platform[0] == floor[0] and platform[0] in (200, grpc.StatusCode.OK)
+    assert floor[1] == platform[1]
+    platform, floor = await _answers(transport, [base, domain_floors[transport].address], target.path, target.body, ())
+    assert platform[0] in (401, grpc.StatusCode.UNAUTHENTICATED)
+    assert floor[0] in (200, grpc.StatusCode.OK)
+
+
+@pytest.mark.parametrize("transport", ["grpc", "rest"])
+@pytest.mark.parametrize("symbol, query", [("NOPEUSD", "limit=10"), ("EURUSD", "limit=300000"),
+                                           ("EURUSD", "timeframe=M7")])
+async def test_the_domain_floor_refuses_what_the_domain_refuses_as_the_platform_does(domain_floors, transport, symbol,
+                                                                                   query, market_host, tokens):
+    """An unknown symbol, a limit out of range, an unknown timeframe: the domain's own checks, so the same status and
+    message from the floor as from the platform."""
+    from forex.market_analysis.v1 import market_analysis_pb2 as pb
+
+    target = platform_targets(market_host.grpc_target, market_host.rest_url, tokens())[transport]
+    if transport == "rest":
+        base, path, body = market_host.rest_url, f"/v1/candles/{symbol}?{query}", b""
+    else:
+        key, _, value = query.partition("=")
+        fields = {"limit": int(value)} if key == "limit" else {"limit": 10, "timeframe": 99}
+        base, path, body = market_host.grpc_target, target.path, pb.GetCandlesRequest(symbol=symbol, **fields)
+        body = body.SerializeToString()
+    platform, floor = await _answers(transport, [base, domain_floors[transport].address], path, body, target.headers)
+    assert platform[0] not in (200, grpc.StatusCode.OK)
+    assert floor == platform
+
+
+@pytest.mark.parametrize("argv", [[], ["grpc-domain"], ["rest", "9999"], ["grpc-domain", "9999", "extra"],
+                                  ["ftp", "1", "x"]])
+def test_a_floor_started_wrongly_says_how_to_start_it(argv):
+    from fxplat.floor import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert "usage: python -m fxplat.floor grpc|grpc-route|grpc-domain|rest|rest-route|rest-domain PORT" in str(
+        stopped.value)

@@ -116,3 +116,23 @@ def test_a_target_whose_ceiling_misses_too_is_reported_out_of_reach():
     assert grpc["pass"] is False and grpc["reachable"] is True
     # a target without a ceiling row says nothing about reach
     assert targets["adapter_overhead_pct"]["ceiling"] is None and targets["adapter_overhead_pct"]["reachable"] is None
+
+
+def test_the_domain_floors_split_the_platform_gap_into_its_domain_and_its_own_layer():
+    """route -> domain floor: what the domain (and its encoding) costs; domain floor -> platform: what the per-call
+    layer alone costs, also as µs of server CPU per call. Without a domain row the split is simply not printed."""
+    def floor(transport: str, server: str, rate: float, cpu: float) -> dict:
+        return {"transport": transport, "server": server, "calls_per_s": rate, "server_cpu_us_per_call": cpu,
+                "seq_p50_ms": 0.5}
+
+    floor_rows = [floor("grpc", "floor", 3000.0, 300.0), floor("grpc", "route", 2900.0, 310.0),
+                  floor("grpc", "domain", 2500.0, 360.0), floor("grpc", "platform", 2250.0, 400.0)]
+    info = {r["key"]: r for r in B._ratios([], 10, floor_rows) if not r["target"]}
+    assert info["grpc_domain_floor_over_route_floor"]["value"] == 2500.0 / 2900.0
+    assert info["grpc_domain_floor_cpu_route_floor_share"]["value"] == 310.0 / 360.0
+    assert info["grpc_server_over_domain_floor"]["value"] == 2250.0 / 2500.0
+    assert info["grpc_server_cpu_domain_floor_share"]["value"] == 360.0 / 400.0
+    assert info["grpc_layer_cpu_us"]["value"] == 40.0 and info["grpc_layer_cpu_us"]["unit"] == "µs"
+    assert not any(k.startswith("rest_") for k in info)  # no REST floor rows: no REST split
+    without = {r["key"] for r in B._ratios([], 10, [r for r in floor_rows if r["server"] != "domain"])}
+    assert "grpc_layer_cpu_us" not in without and "grpc_server_over_route_floor" in without

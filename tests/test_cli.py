@@ -76,15 +76,19 @@ async def test_bench_quick_prints_and_writes_the_ratios(tmp_path):
     assert set(targets) == {"adapter_overhead_pct", "small_grpc_over_rest_p50", "rest_over_grpc_100k",
                             "throughput_grpc_over_rest", "grpc_server_over_floor", "rest_server_over_floor"}
     assert {(r["transport"], r["server"]) for r in result["floor_rows"]} == {
-        (transport, server) for transport in ("grpc", "rest") for server in ("floor", "route", "platform")}
+        (transport, server) for transport in ("grpc", "rest") for server in ("floor", "route", "domain", "platform")}
     assert all(r["errors"] == 0 and r["calls_per_s"] > 0 and r["server_cpu_us_per_call"] > 0
                for r in result["floor_rows"])  # every server answered, its CPU was read
     info = {r["key"]: r for r in result["ratios"] if not r["target"]}
     for key in ("route_floor_over_floor", "route_floor_cpu_floor_share", "server_over_route_floor",
-                "server_cpu_route_floor_share"):  # the route floors split the gap: the framework, then the platform
+                "server_cpu_route_floor_share",  # the route floors split the gap: the framework, then the platform
+                "domain_floor_over_route_floor", "domain_floor_cpu_route_floor_share", "server_over_domain_floor",
+                "server_cpu_domain_floor_share"):  # and the domain floors split the platform: its domain, its layer
         for transport in ("grpc", "rest"):
             assert isinstance(info[f"{transport}_{key}"]["value"], float) and info[f"{transport}_{key}"]["value"] > 0
-    assert "route floor" in stdout
+    for transport in ("grpc", "rest"):  # µs of server CPU per call; noise may make it negative on a quick run
+        assert isinstance(info[f"{transport}_layer_cpu_us"]["value"], float)
+    assert "route floor" in stdout and "domain floor" in stdout
     assert result["fanout_rows"] == []  # the analysis fan-out runs in full runs only (a second stack to start)
     assert all(isinstance(r["value"], float) and r["value"] > 0 and r["pass"] in (True, False) for r in targets.values()
                if r["key"] != "adapter_overhead_pct")  # measured; a pass/fail verdict given

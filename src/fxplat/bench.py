@@ -569,6 +569,28 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
         add(f"{transport}_server_cpu_route_floor_share",
             f"server CPU per call, {route_label} floor / {transport} server",
             _ratio(route["server_cpu_us_per_call"], plat["server_cpu_us_per_call"]), "x", None)
+    for transport, route_label in (("grpc", "grpc.aio codec"), ("rest", "FastAPI route")):
+        # The domain floors split what is left over the route floor: the method over the platform's domain (the
+        # domain's call and its encoding), then the platform's own per-call layer alone.
+        route, dom, plat = (floor.get((transport, who)) for who in ("route", "domain", "platform"))
+        if route is None or dom is None or plat is None:
+            continue
+        add(f"{transport}_domain_floor_over_route_floor", f"16-caller calls/s, {transport} domain floor (the method "
+            f"over the platform's domain, no per-call layer) / {route_label} floor: the domain's share",
+            _ratio(dom["calls_per_s"], route["calls_per_s"]), "x", None)
+        add(f"{transport}_domain_floor_cpu_route_floor_share",
+            f"server CPU per call, {route_label} floor / {transport} domain floor",
+            _ratio(route["server_cpu_us_per_call"], dom["server_cpu_us_per_call"]), "x", None)
+        add(f"{transport}_server_over_domain_floor", f"16-caller calls/s, {transport} server / {transport} domain "
+            "floor: the platform's own per-call layer (auth, metrics, logs, request ids, deadlines, limits)",
+            _ratio(plat["calls_per_s"], dom["calls_per_s"]), "x", None)
+        add(f"{transport}_server_cpu_domain_floor_share",
+            f"server CPU per call, {transport} domain floor / {transport} server",
+            _ratio(dom["server_cpu_us_per_call"], plat["server_cpu_us_per_call"]), "x", None)
+        if plat["server_cpu_us_per_call"] is not None and dom["server_cpu_us_per_call"] is not None:
+            add(f"{transport}_layer_cpu_us", f"server CPU per call of the platform's own layer on {transport}: "
+                "fxplat minus domain floor", plat["server_cpu_us_per_call"] - dom["server_cpu_us_per_call"], "µs",
+                None)
     fan = {r["transport"]: r for r in fanout_rows}
     if "grpc" in fan and "rest" in fan:
         add("fanout_rest_over_grpc_p50", "RunAnalysis (3 symbols, H1) p50, all hops REST / all hops gRPC",
@@ -628,10 +650,11 @@ def _print_tables(result: dict) -> None:
 
     if result.get("floor_rows"):
         ft = Table(title=f"Floor: GetCandles {result['meta']['small_bars']} bars, the platform's server against a bare "
-                         "server sending the same bytes, and a route floor serving the method as the platform "
-                         "declares it (fxplat.floor); client processes with thin clients (fxplat.loadgen)",
+                         "server sending the same bytes, a route floor serving the method as the platform declares "
+                         "it, and a domain floor serving it from the platform's domain without its per-call layer "
+                         "(fxplat.floor); client processes with thin clients (fxplat.loadgen)",
                    title_justify="left")
-        names = {"floor": "bare floor", "route": "route floor", "platform": "fxplat"}
+        names = {"floor": "bare floor", "route": "route floor", "domain": "domain floor", "platform": "fxplat"}
         for col in ("transport", "server", "seq n", "seq p50", "seq p99", "16c calls/s", "16c p50",
                     "server CPU µs/call", "errors"):
             ft.add_column(col, justify="left" if col in ("transport", "server") else "right", no_wrap=True)

@@ -4,11 +4,14 @@ For the small call (GetCandles EURUSD M1, 10 bars) the benchmark asks the platfo
 transport, then starts floor servers in their own processes (see fxplat.floor) that send exactly those bytes with no
 auth, metrics, logs, tracing or domain: per transport a bare one, and a route floor that serves the method as the
 platform declares it (REST: FastAPI with the route's parameters, bearer dependency and response class; gRPC: the
-request decoded and the response message encoded per call), so it costs what the framework costs for the method. All
-get the same request bytes, the bearer token included. The load generator (fxplat.loadgen: client processes, thin
+request decoded and the response message encoded per call), so it costs what the framework costs for the method; and a
+domain floor that serves the method from the platform's own domain through its own skin (the gRPC method's codec, the
+REST router) with none of the per-call layer (auth, metrics, logs, request ids, deadlines, limits). All get the same
+request bytes, the bearer token included. The load generator (fxplat.loadgen: client processes, thin
 clients) then calls floors and platform alternately, one caller (sequential p50) and 16 callers (calls/s), and reads
-each server's CPU time per call from /proc. The ratios say what the platform's per-call layer costs on each transport,
-and how much of that the framework takes for the method alone.
+each server's CPU time per call from /proc. The ratios say what the platform's per-call layer costs on each transport:
+how much of the gap to the bare floor the framework takes for the method alone, how much the domain, and what is left
+for the layer itself.
 """
 from __future__ import annotations
 
@@ -19,13 +22,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fxplat.floor import CANDLES_METHOD
+from fxplat.floor import CANDLES_METHOD, DOMAIN_KINDS
 from fxplat.loadgen import LoadGenerator, LoadResult, Target
 from fxplat.ports import free_port
 
 SMALL_BARS = 10
 # transport -> row name -> floor server kind (python -m fxplat.floor KIND); the platform's row is "platform"
-FLOORS = {"grpc": {"floor": "grpc", "route": "grpc-route"}, "rest": {"floor": "rest", "route": "rest-route"}}
+FLOORS = {"grpc": {"floor": "grpc", "route": "grpc-route", "domain": "grpc-domain"},
+          "rest": {"floor": "rest", "route": "rest-route", "domain": "rest-domain"}}
 READY_TIMEOUT_S = 60.0
 
 
@@ -44,7 +48,9 @@ QUICK = FloorPlan(rounds=1, seq_s=0.3, conc_s=0.7, procs=2)
 @dataclass
 class FloorRow:
     transport: str
-    server: str  # "floor" (bare) | "route" (the platform's method as declared, nothing else) | "platform"
+    # "floor" (bare) | "route" (the platform's method as declared, nothing else) | "domain" (the method over the
+    # platform's domain, without its per-call layer) | "platform"
+    server: str
     seq_n: int = 0
     seq_p50_ms: float | None = None
     seq_p99_ms: float | None = None
@@ -56,7 +62,7 @@ class FloorRow:
 
 
 class FloorProcess:
-    """A floor server (python -m fxplat.floor KIND PORT PAYLOAD) in a child process; always stopped on exit."""
+    """A floor server (python -m fxplat.floor KIND PORT [PAYLOAD]) in a child process; always stopped on exit."""
 
     def __init__(self, kind: str, port: int, payload: Path, log_path: Path) -> None:
         self.kind, self.port, self.payload, self.log_path = kind, port, payload, log_path
@@ -68,9 +74,9 @@ class FloorProcess:
 
     def launch(self) -> None:
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "fxplat.floor", self.kind, str(self.port),
-                                          str(self.payload)], stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+            payload = [] if self.kind in DOMAIN_KINDS else [str(self.payload)]  # a domain floor computes its answer
+            self.proc = subprocess.Popen([sys.executable, "-m", "fxplat.floor", self.kind, str(self.port), *payload],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def wait_ready(self) -> None:
         import grpc
@@ -83,9 +89,13 @@ class FloorProcess:
                 raise RuntimeError(f"the {self.kind} floor server exited with {self.proc.returncode}:\n"
                                    f"{self.log_path.read_text(errors='replace')[-2000:]}")
             if self.kind.startswith("grpc"):
-                with grpc.insecure_channel(self.address) as channel, contextlib.suppress(grpc.RpcError):
-                    channel.unary_unary(CANDLES_METHOD)(b"", timeout=1.0)
-                    return
+                with grpc.insecure_channel(self.address) as channel:
+                    try:
+                        channel.unary_unary(CANDLES_METHOD)(b"", timeout=1.0)
+                        return
+                    except grpc.RpcError as exc:  # an answer, even a refusal (a domain floor wants a symbol), is ready
+                        if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                            return
             else:
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"{self.address}/healthz", timeout=1.0).status_code == 200:

@@ -12,11 +12,18 @@
                                                          route: its query parameters (types, validation), the bearer
                                                          security dependency and the response class; it still
                                                          answers with the payload bytes
+    python -m fxplat.floor grpc-domain PORT              the bare grpc.aio server answering GetCandles from the
+    python -m fxplat.floor rest-domain PORT              platform's Market Analysis domain through the platform's own
+                                                         skin (gRPC: the method's codec; REST: its router), with none
+                                                         of the per-call layer (auth, metrics, logs, request ids,
+                                                         deadlines, limits): what the method itself costs
 
 The payload is the platform's own answer to the benchmark's call, encoded once beforehand, so the floor and the platform
 send the same bytes and differ only by what the platform does per call (auth, metrics, logs, tracing hooks, the domain).
 The route floors split that difference: what the framework costs to serve the method as declared, and what is left,
-the platform's own layer and domain.
+the platform's own layer and domain; the domain floors split the rest: the domain (and its encoding), then the
+platform's own per-call layer alone. A domain floor computes its answer (no payload); the benchmark's tests check that
+it is the platform's, byte for byte.
 
 No `from __future__ import annotations` here: FastAPI reads a route's annotations from the module's globals when they
 are strings, and the REST route floor's are imported inside a function (so the other floors do not import them).
@@ -44,6 +51,44 @@ async def _serve_grpc(port: int, payload: bytes, *, route: bool) -> None:
     await server.wait_for_termination()
 
 
+async def _serve_grpc_domain(port: int) -> None:
+    """GetCandles through the Market Analysis gRPC skin over its domain: the request decoded, the domain's page encoded,
+    a DomainError turned into the platform's status; nothing else."""
+    import grpc
+
+    from forex.market_analysis.v1 import market_analysis_pb2 as pb
+    from services.common.errors import DomainError
+    from transport import errors, limits
+
+    from services.market_analysis.grpc import methods
+
+    get_candles = next(m for m in methods(_market_domain()) if m.name == "GetCandles").call
+
+    async def answer(raw: bytes, context) -> bytes:
+        try:
+            return await get_candles(limits.decode(pb.GetCandlesRequest, raw))
+        except DomainError as exc:
+            await context.abort_with_status(errors.to_grpc_status(exc))
+
+    handler = grpc.method_handlers_generic_handler("forex.market_analysis.v1.MarketAnalysisService",
+                                                   {"GetCandles": grpc.unary_unary_rpc_method_handler(answer)})
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([handler])
+    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
+        raise OSError(f"cannot bind 127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def _market_domain():
+    """The Market Analysis domain on synthetic data (the benchmark's platform has no imports), generated up front."""
+    from services.market_analysis import synthetic
+    from services.market_analysis.domain import MarketAnalysisDomain
+
+    synthetic.warm()
+    return MarketAnalysisDomain(None)
+
+
 def _codec_method(payload: bytes):
     """GetCandles with its messages decoded and encoded per call; a request that does not parse gets the platform's
     INVALID_ARGUMENT (transport.limits.decode), as from the platform."""
@@ -65,16 +110,18 @@ def _codec_method(payload: bytes):
     return grpc.unary_unary_rpc_method_handler(answer, response_serializer=pb.GetCandlesResponse.SerializeToString)
 
 
-def rest_app(payload: bytes, *, route: bool):
-    """The bare FastAPI floor app, or with `route` the route floor app (also measured in-process by
-    benchmarks/bench_route_cost.py)."""
+def rest_app(payload: bytes, *, route: bool = False, domain: bool = False):
+    """The bare FastAPI floor app; with `route` the route floor app (also measured in-process by
+    benchmarks/bench_route_cost.py); with `domain` the domain floor app (`payload` unused)."""
     from fastapi import FastAPI
     from fastapi.responses import Response
 
     from transport.rest_app import APP_SETTINGS
 
     app = FastAPI(**APP_SETTINGS)  # built as the platform builds its apps (no native telemetry, no slash redirects)
-    if route:
+    if domain:
+        _mount_platform_router(app)
+    elif route:
         _declare_platform_route(app, payload)
     else:
         @app.get("/v1/candles/{symbol}")
@@ -88,15 +135,29 @@ def rest_app(payload: bytes, *, route: bool):
     return app
 
 
-def _serve_rest(port: int, payload: bytes, *, route: bool) -> None:
+def _serve_rest(port: int, payload: bytes, *, route: bool = False, domain: bool = False) -> None:
     import uvicorn
 
     from transport.server import bind_socket
 
     sock = bind_socket("127.0.0.1", port)  # TCP_NODELAY, as the platform's REST listener
-    config = uvicorn.Config(rest_app(payload, route=route), loop="uvloop", http="httptools", log_level="warning",
-                            access_log=False, lifespan="off")
+    config = uvicorn.Config(rest_app(payload, route=route, domain=domain), loop="uvloop", http="httptools",
+                            log_level="warning", access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _mount_platform_router(app) -> None:
+    """The Market Analysis REST skin's router over its domain, with the problem+json error handlers and the bearer
+    dependency (no verifier, as the route floor), and without the platform's per-call middleware: no request ids,
+    deadlines, metrics, logs or request limits."""
+    from services.market_analysis.grpc import methods
+    from services.market_analysis.rest import router
+    from transport.auth import include_guarded, scope_table
+    from transport.rest_app import install_error_handlers
+
+    install_error_handlers(app)
+    domain = _market_domain()
+    include_guarded(app, router(domain), None, scope_table(methods(domain)))
 
 
 def _declare_platform_route(app, payload: bytes) -> None:
@@ -124,20 +185,24 @@ def _declare_platform_route(app, payload: bytes) -> None:
     include_guarded(app, api, None, {"GetCandles": scopes["GetCandles"]})
 
 
-KINDS = ("grpc", "grpc-route", "rest", "rest-route")
+KINDS = ("grpc", "grpc-route", "grpc-domain", "rest", "rest-route", "rest-domain")
+DOMAIN_KINDS = ("grpc-domain", "rest-domain")  # they compute their answers: no PAYLOAD_FILE
 
 
 def main(argv: list[str]) -> None:
-    kind, port, payload_file = argv[0], int(argv[1]), Path(argv[2])
-    payload = payload_file.read_bytes()
-    if kind in ("grpc", "grpc-route"):
+    kind = argv[0] if argv else ""
+    if kind not in KINDS or len(argv) != (2 if kind in DOMAIN_KINDS else 3):
+        raise SystemExit(f"usage: python -m fxplat.floor {'|'.join(KINDS)} PORT [PAYLOAD_FILE] "
+                         f"(not {' '.join(argv)!r})")
+    port = int(argv[1])
+    payload = b"" if kind in DOMAIN_KINDS else Path(argv[2]).read_bytes()
+    if kind.startswith("grpc"):
         import uvloop
 
-        uvloop.run(_serve_grpc(port, payload, route=kind == "grpc-route"))
-    elif kind in ("rest", "rest-route"):
-        _serve_rest(port, payload, route=kind == "rest-route")
+        uvloop.run(_serve_grpc_domain(port) if kind == "grpc-domain" else
+                   _serve_grpc(port, payload, route=kind == "grpc-route"))
     else:
-        raise SystemExit(f"usage: python -m fxplat.floor {'|'.join(KINDS)} PORT PAYLOAD_FILE (not {kind!r})")
+        _serve_rest(port, payload, route=kind == "rest-route", domain=kind == "rest-domain")
 
 
 if __name__ == "__main__":
