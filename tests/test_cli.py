@@ -94,14 +94,20 @@ async def test_bench_quick_prints_and_writes_the_ratios(tmp_path):
                if r["key"] != "adapter_overhead_pct")  # measured; a pass/fail verdict given
     assert isinstance(targets["adapter_overhead_pct"]["value"], float)  # an overhead may be negative on a noisy run
     assert isinstance(info["adapter_overhead_us"]["value"], float) and info["adapter_overhead_us"]["unit"] == "µs"
-    # the raw stub on a bare grpc.aio server, measured beside the adapters: the ceilings of the gRPC/REST targets
-    bare = next(r for r in result["rows"] if r["variant"] == "grpc raw stub, bare server")
-    assert bare["n"] > 0 and bare["calls_per_s"] > 0
-    for key in ("small_grpc_over_rest_p50_ceiling", "throughput_grpc_over_rest_ceiling"):
+    # the raw stub on a bare grpc.aio server, and on one answering from the platform's domain, measured beside the
+    # adapters: the ceilings of the gRPC/REST targets, without and with the method's own work
+    for variant in ("grpc raw stub, bare server", "grpc raw stub, domain server"):
+        floor_row = next(r for r in result["rows"] if r["variant"] == variant)
+        assert floor_row["n"] > 0 and floor_row["calls_per_s"] > 0
+    for key in ("small_grpc_over_rest_p50_ceiling", "throughput_grpc_over_rest_ceiling",
+                "small_grpc_over_rest_p50_domain_ceiling", "throughput_grpc_over_rest_domain_ceiling"):
         assert isinstance(info[key]["value"], float) and info[key]["value"] > 0
     # each target with a bound measured in the run carries it, and whether the target is within its reach
     for key, ceiling in bench.CEILINGS.items():
         assert targets[key]["ceiling"] == info[ceiling]["value"] and targets[key]["reachable"] in (True, False)
+    for key, ceiling in bench.DOMAIN_CEILINGS.items():
+        assert targets[key]["domain_ceiling"] == info[ceiling]["value"]
+        assert targets[key]["reachable_with_domain"] in (True, False)
     assert "adapter->grpc p50 over raw stub+decode" in stdout
     assert re.search(r"adapter->grpc p50 minus raw stub\+decode p50, 10 bars\s*│\s*[+-]\d+ µs", stdout), stdout
 

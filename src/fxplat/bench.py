@@ -57,6 +57,9 @@ BASELINE = "grpc raw stub+decode"
 # The same raw stub against a bare grpc.aio server (fxplat.floor) sending the platform's own answer: the fastest any
 # gRPC path reaches from this client, so its ratios to adapter -> rest bound the two gRPC/REST targets from above.
 FLOOR_STUB = "grpc raw stub, bare server"
+# And against a bare grpc.aio server that answers from the platform's domain (fxplat.floor grpc-domain): the fastest a
+# gRPC path reaches that does the method's own work (decode, domain, encode) and nothing of the platform's layer.
+DOMAIN_STUB = "grpc raw stub, domain server"
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class Size:
     rest_conc: tuple[int, float]
     concurrent: tuple[str, ...]  # the variants that get a 16-caller run
     rest: tuple[str, ...] = REST_VARIANTS  # the REST variants measured at all
-    floor_stub: bool = False  # also time FLOOR_STUB (the small call only)
+    floor_stub: bool = False  # also time FLOOR_STUB and DOMAIN_STUB (the small call only)
     rest_warmup: int = 2
     # gRPC and REST alternate in this many segments, each with its share of the budgets above: a 2-core VM's speed
     # can move ~2x for seconds at a time, and a transport measured in one block would get its own share of slow
@@ -84,15 +87,15 @@ ADAPTERS = (BASELINE, "adapter -> grpc", "adapter -> rest")
 FULL_SIZES = (
     # The small call carries the adapter-overhead target, a few points between two p50s: ~1,500 rounds (10 s) keep
     # its sampling noise near a point; 4 s (~550 rounds) let one of three runs land 2-3 points off the others.
-    Size("10", 10, (400, 2000, 10.0), (200, 1000, 3.0), (1600, 1.5), (960, 2.0), (*ALL, FLOOR_STUB), rounds=8,
-         floor_stub=True),
+    Size("10", 10, (400, 2000, 10.0), (200, 1000, 3.0), (1600, 1.5), (960, 2.0), (*ALL, FLOOR_STUB, DOMAIN_STUB),
+         rounds=8, floor_stub=True),
     Size("1k", 1_000, (150, 1000, 2.0), (40, 200, 2.5), (1600, 1.0), (160, 2.5), ADAPTERS, rounds=2),
     Size("10k", 10_000, (50, 400, 2.0), (8, 40, 3.0), (480, 1.0), (32, 1.5), ADAPTERS, rounds=2),
     Size("100k", 100_000, (15, 100, 2.5), (3, 3, 1.0), (64, 1.5), (16, 0.0), ADAPTERS, rest_warmup=0),
 )
 QUICK_SIZES = (
     Size("10", 10, (150, 600, 1.0), (60, 300, 0.8), (480, 0.4), (160, 0.6),
-         ("adapter -> grpc", "adapter -> rest", FLOOR_STUB), rounds=2, floor_stub=True),
+         ("adapter -> grpc", "adapter -> rest", FLOOR_STUB, DOMAIN_STUB), rounds=2, floor_stub=True),
     Size("1k", 1_000, (30, 200, 0.4), (8, 40, 0.4), (160, 0.3), (32, 0.5), ("adapter -> grpc", "adapter -> rest")),
     Size("10k", 10_000, (10, 60, 0.4), (2, 10, 0.5), (64, 0.3), (0, 0.0), ("adapter -> grpc",), rest_warmup=0),
     Size("100k", 100_000, (4, 15, 0.5), (1, 1, 0.0), (16, 0.3), (0, 0.0), ("adapter -> grpc",),
@@ -108,6 +111,15 @@ CEILINGS = {
     "throughput_grpc_over_rest": "throughput_grpc_over_rest_ceiling",
     "grpc_server_over_floor": "grpc_route_floor_over_floor",
     "rest_server_over_floor": "rest_route_floor_over_floor",
+}
+# A second, lower bound where the run measured one: the same with the method's own work kept (the domain floors: the
+# platform's domain and codec on the bare server, none of its layer). Where it misses, no server of this framework
+# that computes the answer reaches the target here; what is left is the domain's own speed.
+DOMAIN_CEILINGS = {
+    "small_grpc_over_rest_p50": "small_grpc_over_rest_p50_domain_ceiling",
+    "throughput_grpc_over_rest": "throughput_grpc_over_rest_domain_ceiling",
+    "grpc_server_over_floor": "grpc_domain_floor_over_floor",
+    "rest_server_over_floor": "rest_domain_floor_over_floor",
 }
 
 TARGETS = {
@@ -342,7 +354,7 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
     flags_rest = Flags(_write_flags(workdir / "flags-rest.yaml", 0), unleash_url="")
     rows: list[Row] = []
     tokens = MintedTokens(Signer(server.auth_secret, "HS256"), sub="bench", scopes=["market:read"])
-    floors: list = []  # the bare servers behind FLOOR_STUB, stopped on the way out
+    floors: list = []  # the servers behind FLOOR_STUB and DOMAIN_STUB, stopped on the way out
 
     def stop_floors() -> None:
         for floor in floors:
@@ -392,13 +404,15 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
             }
             grpc_variants = GRPC_VARIANTS
             if size.floor_stub:
-                floor_stub = await _floor_stub(stub, request, factory, workdir / f"floor-{size.label}", floors)
+                for variant, kind in ((FLOOR_STUB, "grpc"), (DOMAIN_STUB, "grpc-domain")):
+                    floor_stub = await _floor_stub(kind, stub, request, factory,
+                                                   workdir / f"floor-{kind}-{size.label}", floors)
 
-                async def floor_call(request=request, floor_stub=floor_stub):  # as raw_stub, on the bare server
-                    return await floor_stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)
+                    async def floor_call(request=request, floor_stub=floor_stub):  # as raw_stub, on the floor
+                        return await floor_stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)
 
-                calls[FLOOR_STUB] = floor_call
-                grpc_variants += (FLOOR_STUB,)
+                    calls[variant] = floor_call
+                    grpc_variants += (variant,)
             # the bars asked for must be what comes back, or the sizes mean nothing (also warms both paths)
             page = await adapter_grpc.get_candles(query)
             page_rest = await adapter_rest.get_candles(query)
@@ -438,9 +452,10 @@ async def _measure(size: Size, calls: dict[str, Call], grpc_variants: tuple[str,
     return by_name
 
 
-async def _floor_stub(stub, request, factory, workdir: Path, floors: list):
-    """A bare grpc.aio server (fxplat.floor) answering with the platform's own answer to `request`, byte for byte,
-    started in a child process (added to `floors`, to be stopped); returns a stub of the same kind on it."""
+async def _floor_stub(kind: str, stub, request, factory, workdir: Path, floors: list):
+    """A floor server (fxplat.floor `kind`: "grpc", sending the platform's own answer to `request`; "grpc-domain",
+    computing it) started in a child process (added to `floors`, to be stopped) and checked to answer `request` with
+    the platform's bytes; returns a stub of the same kind on it."""
     from forex.market_analysis.v1 import market_analysis_pb2_grpc as pb_grpc
     from fxplat.bench_floor import FloorProcess
     from transport.context import DEFAULT_BUDGET_S
@@ -448,13 +463,13 @@ async def _floor_stub(stub, request, factory, workdir: Path, floors: list):
     workdir.mkdir(exist_ok=True)
     payload = workdir / "page.bin"
     payload.write_bytes((await stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)).SerializeToString())
-    floor = FloorProcess("grpc", free_port(), payload, workdir / "server.log")
+    floor = FloorProcess(kind, free_port(), payload, workdir / "server.log")
     floors.append(floor)
     floor.launch()
     await asyncio.to_thread(floor.wait_ready)
     floor_stub = pb_grpc.MarketAnalysisServiceStub(factory.channel(floor.address))
     if (await floor_stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)).SerializeToString() != payload.read_bytes():
-        raise RuntimeError("the bare floor server did not answer with the platform's page")
+        raise RuntimeError(f"the {kind} floor server did not answer with the platform's page")
     return floor_stub
 
 
@@ -486,7 +501,8 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
             entry["target"] = f"{better} {limit:g}{'%' if unit == '%' else 'x'}"
             entry["pass"] = _meets(value, target)
             bounds[key] = target
-            entry["ceiling"] = entry["reachable"] = None  # filled in below where the run measured one
+            # filled in below where the run measured one
+            entry["ceiling"] = entry["reachable"] = entry["domain_ceiling"] = entry["reachable_with_domain"] = None
             targets.append(entry)
         else:
             info.append(entry)
@@ -507,6 +523,13 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
     add("throughput_grpc_over_rest_ceiling", f"ceiling of the 16-caller target: calls/s raw stub on a bare "
         f"grpc.aio server / adapter->rest, {small_bars} bars",
         _ratio(get(small_bars, FLOOR_STUB, "calls_per_s"), get(small_bars, "adapter -> rest", "calls_per_s")), "x",
+        None)
+    add("small_grpc_over_rest_p50_domain_ceiling", f"ceiling with the method's own work: p50 raw stub on a domain "
+        f"server (the platform's domain, none of its layer) / adapter->rest, {small_bars} bars",
+        _ratio(get(small_bars, DOMAIN_STUB, "p50_ms"), get(small_bars, "adapter -> rest", "p50_ms")), "x", None)
+    add("throughput_grpc_over_rest_domain_ceiling", f"ceiling with the method's own work: calls/s raw stub on a "
+        f"domain server / adapter->rest, {small_bars} bars",
+        _ratio(get(small_bars, DOMAIN_STUB, "calls_per_s"), get(small_bars, "adapter -> rest", "calls_per_s")), "x",
         None)
     sizes = sorted({r.bars for r in rows})
     for bars in sizes:
@@ -572,9 +595,12 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
     for transport, route_label in (("grpc", "grpc.aio codec"), ("rest", "FastAPI route")):
         # The domain floors split what is left over the route floor: the method over the platform's domain (the
         # domain's call and its encoding), then the platform's own per-call layer alone.
-        route, dom, plat = (floor.get((transport, who)) for who in ("route", "domain", "platform"))
-        if route is None or dom is None or plat is None:
+        route, dom, plat, bare = (floor.get((transport, who)) for who in ("route", "domain", "platform", "floor"))
+        if route is None or dom is None or plat is None or bare is None:
             continue
+        add(f"{transport}_domain_floor_over_floor", f"16-caller calls/s, {transport} domain floor / bare floor: the "
+            f"ceiling for {transport}_server_over_floor with the method's own work",
+            _ratio(dom["calls_per_s"], bare["calls_per_s"]), "x", None)
         add(f"{transport}_domain_floor_over_route_floor", f"16-caller calls/s, {transport} domain floor (the method "
             f"over the platform's domain, no per-call layer) / {route_label} floor: the domain's share",
             _ratio(dom["calls_per_s"], route["calls_per_s"]), "x", None)
@@ -604,6 +630,9 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
         if (ceiling := values.get(CEILINGS.get(entry["key"], ""))) is not None:
             entry["ceiling"] = ceiling
             entry["reachable"] = _meets(ceiling, bounds[entry["key"]])
+        if (ceiling := values.get(DOMAIN_CEILINGS.get(entry["key"], ""))) is not None:
+            entry["domain_ceiling"] = ceiling
+            entry["reachable_with_domain"] = _meets(ceiling, bounds[entry["key"]])
     return targets + info
 
 
@@ -631,7 +660,7 @@ def _print_tables(result: dict) -> None:
 
     console = Console()
     if not console.is_terminal:
-        console = Console(width=120)
+        console = Console(width=136)  # the ratios table: a long name, then five columns
     meta = result["meta"]
     t = Table(title=f"GetCandles {SYMBOL} M1, N bars: gRPC vs REST. Client {meta['client_loop']}; server "
                     f"`fxplat up` in its own process. Times in ms; 16c = 16 concurrent callers on one client.",
@@ -679,16 +708,21 @@ def _print_tables(result: dict) -> None:
 
     rt = Table(title="Ratios (targets first). ceiling: the same ratio with the platform's part taken out (bare server "
                      "and raw stub; the framework serving the method alone); where it misses too, the target is out "
-                     "of reach on this machine", title_justify="left")
-    for col, j in (("ratio", "left"), ("value", "right"), ("target", "right"), ("ceiling", "right"), ("", "left")):
+                     "of reach on this machine. with domain: the same with the method's own work kept (the "
+                     "platform's domain on a bare server, none of its layer); where it misses, the target is "
+                     "domain-bound", title_justify="left")
+    for col, j in (("ratio", "left"), ("value", "right"), ("target", "right"), ("ceiling", "right"),
+                   ("with domain", "right"), ("", "left")):
         rt.add_column(col, justify=j, no_wrap=j == "right")
     for r in result["ratios"]:
         value = "-" if r["value"] is None else _VALUE_FORMATS.get(r["unit"], "{:.2f}x").format(r["value"])
         verdict = "" if r["pass"] is None else ("[green]PASS[/green]" if r["pass"] else "[red]MISS[/red]")
         if r["pass"] is False and r.get("reachable") is False:
             verdict += ", out of reach"
-        ceiling = "" if r.get("ceiling") is None else f"{r['ceiling']:.2f}x"
-        rt.add_row(r["name"], value, r["target"] or "", ceiling, verdict)
+        elif r["pass"] is False and r.get("reachable_with_domain") is False:
+            verdict += ", domain-bound"
+        ceiling, with_domain = ("" if r.get(k) is None else f"{r[k]:.2f}x" for k in ("ceiling", "domain_ceiling"))
+        rt.add_row(r["name"], value, r["target"] or "", ceiling, with_domain, verdict)
     console.print(rt)
     load = meta.get("loadavg_before")
     console.print(f"wall time {meta['wall_s']:.1f} s; load average before the run "
