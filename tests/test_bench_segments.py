@@ -53,6 +53,21 @@ async def test_with_one_round_each_transport_is_measured_in_one_block():
     assert _blocks(log) == ["g", "r", "g", "r"]  # sequential, then 16 callers
 
 
+async def test_a_concurrent_only_variant_is_timed_with_16_callers_alone():
+    """The raw stub on the domain server: never in the interleaved sequential rounds (there its process would run
+    cold), but in every 16-caller segment, on gRPC's turn and budget."""
+    log: list[str] = []
+    calls = _recording(log, "g-raw", "g-domain", "r-adapter")
+    size = B.Size("t", 10, grpc_seq=(4, 4, 60.0), rest_seq=(2, 2, 60.0), grpc_conc=(32, 60.0), rest_conc=(16, 60.0),
+                  concurrent=("g-raw", "g-domain", "r-adapter"), rest=("r-adapter",), rest_warmup=0, rounds=2)
+    rows = await B._measure(size, calls, ("g-raw",), log=lambda line: None, concurrent_only=("g-domain",))
+    assert rows["g-domain"].n == 0 and rows["g-domain"].p50_ms is None  # no sequential sample at all
+    assert rows["g-domain"].transport == "grpc" and rows["g-domain"].conc_calls == 32  # gRPC's 16-caller budget
+    assert rows["g-raw"].n == 4
+    sequential = log[:log.index("g-domain")]  # everything before its first call: the sequential rounds, warm-ups too
+    assert "g-raw" in sequential and "r-adapter" in sequential
+
+
 async def test_a_row_adds_up_its_16_caller_segments_and_warms_the_pool_once():
     made: list[str] = []
     calls = _recording(made, "call")
@@ -151,7 +166,7 @@ def test_a_target_whose_domain_ceiling_misses_is_reported_domain_bound(capsys):
     busy = by_key["throughput_grpc_over_rest"]
     assert busy["pass"] is False and busy["reachable"] is True  # 2800 / 625 = 4.48
     assert busy["domain_ceiling"] == 2450.0 / 625.0 and busy["reachable_with_domain"] is False  # 3.92
-    assert by_key["small_grpc_over_rest_p50"]["domain_ceiling"] == 0.78 / 1.40
+    assert by_key["small_grpc_over_rest_p50"]["domain_ceiling"] is None  # measured with 16 callers only
     assert by_key["adapter_overhead_pct"]["domain_ceiling"] is None  # no such bound for it
     B._print_tables({"meta": {"small_bars": 10, "wall_s": 1.0, "cpus": 2, "client_loop": "uvloop"}, "rows": [],
                      "ratios": ratios})

@@ -364,8 +364,8 @@ def bench(
                           "call and the load generator's CPU (~2 min).")] = False,
 ) -> None:
     """Benchmark REST vs gRPC through the adapters, and the adapter vs a raw stub, against a Market Analysis server
-    started in a separate process, beside bare and route floors and the analysis fan-out; prints p50/p99, 16-caller
-    throughput and the ratios with their targets (~3 min)."""
+    started in a separate process, beside bare, route and domain floors and the analysis fan-out; prints p50/p99,
+    16-caller throughput and the ratios with their targets and ceilings (~3 min)."""
     if streams:  # issue 17: src/fxplat/bench_streams.py
         from fxplat.bench_streams import run_stream_bench
 
