@@ -187,7 +187,7 @@ async def test_the_domain_floor_refuses_what_the_domain_refuses_as_the_platform_
 
 
 @pytest.mark.parametrize("argv", [[], ["grpc-domain"], ["rest", "9999"], ["grpc-domain", "9999", "extra"],
-                                  ["ftp", "1", "x"]])
+                                  ["ftp", "1", "x"], ["grpc", "http", "x"]])
 def test_a_floor_started_wrongly_says_how_to_start_it(argv):
     from fxplat.floor import main
 

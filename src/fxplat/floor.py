@@ -34,13 +34,10 @@ from pathlib import Path
 CANDLES_METHOD = "/forex.market_analysis.v1.MarketAnalysisService/GetCandles"
 
 
-async def _serve_grpc(port: int, payload: bytes, *, route: bool) -> None:
+async def _serve_grpc(port: int, method) -> None:
+    """A bare grpc.aio server (one generic handler, no interceptors) serving `method` as GetCandles, until stopped."""
     import grpc
 
-    async def answer(request: bytes, context) -> bytes:
-        return payload
-
-    method = _codec_method(payload) if route else grpc.unary_unary_rpc_method_handler(answer)
     handler = grpc.method_handlers_generic_handler("forex.market_analysis.v1.MarketAnalysisService",
                                                    {"GetCandles": method})
     server = grpc.aio.server()
@@ -51,16 +48,24 @@ async def _serve_grpc(port: int, payload: bytes, *, route: bool) -> None:
     await server.wait_for_termination()
 
 
-async def _serve_grpc_domain(port: int) -> None:
+def _bare_method(payload: bytes):
+    import grpc
+
+    async def answer(request: bytes, context) -> bytes:
+        return payload
+
+    return grpc.unary_unary_rpc_method_handler(answer)
+
+
+def _domain_method():
     """GetCandles through the Market Analysis gRPC skin over its domain: the request decoded, the domain's page encoded,
     a DomainError turned into the platform's status; nothing else."""
     import grpc
 
     from forex.market_analysis.v1 import market_analysis_pb2 as pb
     from services.common.errors import DomainError
-    from transport import errors, limits
-
     from services.market_analysis.grpc import methods
+    from transport import errors, limits
 
     get_candles = next(m for m in methods(_market_domain()) if m.name == "GetCandles").call
 
@@ -70,14 +75,7 @@ async def _serve_grpc_domain(port: int) -> None:
         except DomainError as exc:
             await context.abort_with_status(errors.to_grpc_status(exc))
 
-    handler = grpc.method_handlers_generic_handler("forex.market_analysis.v1.MarketAnalysisService",
-                                                   {"GetCandles": grpc.unary_unary_rpc_method_handler(answer)})
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers([handler])
-    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
-        raise OSError(f"cannot bind 127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
+    return grpc.unary_unary_rpc_method_handler(answer)
 
 
 def _market_domain():
@@ -191,7 +189,7 @@ DOMAIN_KINDS = ("grpc-domain", "rest-domain")  # they compute their answers: no 
 
 def main(argv: list[str]) -> None:
     kind = argv[0] if argv else ""
-    if kind not in KINDS or len(argv) != (2 if kind in DOMAIN_KINDS else 3):
+    if kind not in KINDS or len(argv) != (2 if kind in DOMAIN_KINDS else 3) or not argv[1].isdigit():
         raise SystemExit(f"usage: python -m fxplat.floor {'|'.join(KINDS)} PORT [PAYLOAD_FILE] "
                          f"(not {' '.join(argv)!r})")
     port = int(argv[1])
@@ -199,8 +197,11 @@ def main(argv: list[str]) -> None:
     if kind.startswith("grpc"):
         import uvloop
 
-        uvloop.run(_serve_grpc_domain(port) if kind == "grpc-domain" else
-                   _serve_grpc(port, payload, route=kind == "grpc-route"))
+        if kind == "grpc-domain":
+            method = _domain_method()
+        else:
+            method = _codec_method(payload) if kind == "grpc-route" else _bare_method(payload)
+        uvloop.run(_serve_grpc(port, method))
     else:
         _serve_rest(port, payload, route=kind == "rest-route", domain=kind == "rest-domain")
 
