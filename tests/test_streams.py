@@ -22,7 +22,7 @@ from services.market_analysis import synthetic
 from services.market_analysis.models import CandlesQuery
 from services.market_analysis.quotes import QuoteHub, QuoteSettings
 from services.market_analysis.rest import quote_from_json
-from transport import streams
+from transport import context, streams
 
 ROOT = Path(__file__).resolve().parent.parent
 BUF = ROOT / "node_modules" / ".bin" / "buf"
@@ -276,11 +276,19 @@ async def test_a_coalescing_window_sends_fewer_larger_messages_in_order_with_not
 async def test_one_log_line_per_stream_with_count_and_ending(market_host, market_clients, caplog):
     caplog.set_level(logging.INFO, logger="fxplat.calls")
     head = market_host.impl.quotes.sequence_now()
-    for transport in ("grpc", "rest"):
-        await take(market_clients[transport].stream_quotes(["EURUSD"], {"EURUSD": head - 10}), 5)
+    # This test's streams carry their own request id: a stream an earlier test closed may log its end meanwhile (the
+    # server notices a REST client gone at its next write), and that line is not this test's.
+    rid = f"one-line-per-stream-{os.getpid()}"
+    token = context.request_id.set(rid)
+    try:
+        for transport in ("grpc", "rest"):
+            await take(market_clients[transport].stream_quotes(["EURUSD"], {"EURUSD": head - 10}), 5)
+    finally:
+        context.request_id.reset(token)
 
     def lines() -> list[logging.LogRecord]:
-        return [r for r in caplog.records if getattr(r, "stream", False) and r.method == "StreamQuotes"]
+        return [r for r in caplog.records if getattr(r, "stream", False) and r.method == "StreamQuotes"
+                and r.request_id == rid]
 
     async with asyncio.timeout(5):
         while len(lines()) < 2:
@@ -290,6 +298,7 @@ async def test_one_log_line_per_stream_with_count_and_ending(market_host, market
         assert r.code == "CANCELLED" and r.items >= 5 and "went away" in r.ended
     assert not [r for r in caplog.records if r.name == "fxplat.calls" and not getattr(r, "stream", False)
                 and r.method == "StreamQuotes"]  # the REST call middleware does not log it a second time
+    assert len(lines()) == 2
 
 
 async def test_streams_end_unavailable_when_the_service_drains(data_dir, auth, factory):
