@@ -53,19 +53,25 @@ async def test_with_one_round_each_transport_is_measured_in_one_block():
     assert _blocks(log) == ["g", "r", "g", "r"]  # sequential, then 16 callers
 
 
-async def test_a_concurrent_only_variant_is_timed_with_16_callers_alone():
-    """The raw stub on the domain server: never in the interleaved sequential rounds (there its process would run
-    cold), but in every 16-caller segment, on gRPC's turn and budget."""
+async def test_a_variant_on_a_server_of_its_own_is_timed_in_a_block_after_the_interleaved_rounds():
+    """The raw stub on the bare and on the domain server: interleaved one call in seven, their servers would run cold
+    while the platform's stays busy. So in each gRPC segment each gets a block of consecutive calls (after a few
+    untimed ones), as many as each interleaved variant got; and 16-caller runs on gRPC's budget."""
     log: list[str] = []
-    calls = _recording(log, "g-raw", "g-domain", "r-adapter")
+    calls = _recording(log, "g-raw", "g-adapter", "g-bare", "g-domain", "r-adapter")
     size = B.Size("t", 10, grpc_seq=(4, 4, 60.0), rest_seq=(2, 2, 60.0), grpc_conc=(32, 60.0), rest_conc=(16, 60.0),
-                  concurrent=("g-raw", "g-domain", "r-adapter"), rest=("r-adapter",), rest_warmup=0, rounds=2)
-    rows = await B._measure(size, calls, ("g-raw",), log=lambda line: None, concurrent_only=("g-domain",))
-    assert rows["g-domain"].n == 0 and rows["g-domain"].p50_ms is None  # no sequential sample at all
+                  concurrent=("g-bare", "g-domain", "r-adapter"), rest=("r-adapter",), rest_warmup=0, rounds=2)
+    rows = await B._measure(size, calls, ("g-raw", "g-adapter"), log=lambda line: None,
+                            own_server=("g-bare", "g-domain"))
+    assert {name: row.n for name, row in rows.items()} == {"g-raw": 4, "g-adapter": 4, "g-bare": 4, "g-domain": 4,
+                                                          "r-adapter": 2}
     assert rows["g-domain"].transport == "grpc" and rows["g-domain"].conc_calls == 32  # gRPC's 16-caller budget
-    assert rows["g-raw"].n == 4
-    sequential = log[:log.index("g-domain")]  # everything before its first call: the sequential rounds, warm-ups too
-    assert "g-raw" in sequential and "r-adapter" in sequential
+    first_segment = log[:log.index("r-adapter")]
+    warm = B.OWN_SERVER_WARMUP
+    interleaved = first_segment[:len(first_segment) - 2 * (warm + 2)]
+    assert set(interleaved) == {"g-raw", "g-adapter"}  # the platform's variants, call by call
+    # then each own-server variant back to back: its warm-up and its timed calls in one run
+    assert first_segment[len(interleaved):] == ["g-bare"] * (warm + 2) + ["g-domain"] * (warm + 2)
 
 
 async def test_a_row_adds_up_its_16_caller_segments_and_warms_the_pool_once():
@@ -155,7 +161,8 @@ def test_the_domain_floors_split_the_platform_gap_into_its_domain_and_its_own_la
 
 def test_a_target_whose_domain_ceiling_misses_is_reported_domain_bound(capsys):
     """The bare server reaches 4x (the framework allows it), but a server that computes the answer from the platform's
-    domain, with none of its layer, does not: the miss is domain-bound (out of reach with the method's own work), and the report says so."""
+    domain, with none of its layer, does not: the miss is domain-bound (out of reach with the method's own work), and
+    the report says so."""
     def row(variant: str, p50: float, rate: float) -> B.Row:
         return B.Row("10", 10, variant, "rest" if "rest" in variant else "grpc", n=100, p50_ms=p50, calls_per_s=rate)
 
@@ -166,7 +173,7 @@ def test_a_target_whose_domain_ceiling_misses_is_reported_domain_bound(capsys):
     busy = by_key["throughput_grpc_over_rest"]
     assert busy["pass"] is False and busy["reachable"] is True  # 2800 / 625 = 4.48
     assert busy["domain_ceiling"] == 2450.0 / 625.0 and busy["reachable_with_domain"] is False  # 3.92
-    assert by_key["small_grpc_over_rest_p50"]["domain_ceiling"] is None  # measured with 16 callers only
+    assert by_key["small_grpc_over_rest_p50"]["domain_ceiling"] == 0.78 / 1.40
     assert by_key["adapter_overhead_pct"]["domain_ceiling"] is None  # no such bound for it
     B._print_tables({"meta": {"small_bars": 10, "wall_s": 1.0, "cpus": 2, "client_loop": "uvloop"}, "rows": [],
                      "ratios": ratios})

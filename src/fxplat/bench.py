@@ -58,11 +58,14 @@ BASELINE = "grpc raw stub+decode"
 # gRPC path reaches from this client, so its ratios to adapter -> rest bound the two gRPC/REST targets from above.
 FLOOR_STUB = "grpc raw stub, bare server"
 # And against a bare grpc.aio server that answers from the platform's domain (fxplat.floor grpc-domain): the fastest a
-# gRPC path reaches that does the method's own work (decode, domain, encode) and nothing of the platform's layer. With
-# 16 callers only: interleaved one call in seven, its process runs cold (caches, branch history taken by the others)
-# and answers ~0.2 ms slower than it does warm, so a sequential p50 of it would bound nothing. (The bare server
-# suffers less: it runs almost no Python.)
+# gRPC path reaches that does the method's own work (decode, domain, encode) and nothing of the platform's layer.
 DOMAIN_STUB = "grpc raw stub, domain server"
+# Those two call servers of their own. One at a time they are timed in a block of consecutive calls in each gRPC segment
+# (after a few untimed ones), not interleaved with the platform's variants: a server that gets one call in seven runs
+# cold (caches and branch history taken by the others) and answered 17 % (bare) to 25 % (domain) slower at p50 than
+# when called back to back, while the platform's server, busy with five calls in seven, stays warm.
+OWN_SERVER = (FLOOR_STUB, DOMAIN_STUB)
+OWN_SERVER_WARMUP = 10
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class Size:
     rest_conc: tuple[int, float]
     concurrent: tuple[str, ...]  # the variants that get a 16-caller run
     rest: tuple[str, ...] = REST_VARIANTS  # the REST variants measured at all
-    floor_stub: bool = False  # also time FLOOR_STUB, and DOMAIN_STUB with 16 callers (the small call only)
+    floor_stub: bool = False  # also time FLOOR_STUB and DOMAIN_STUB (the small call only)
     rest_warmup: int = 2
     # gRPC and REST alternate in this many segments, each with its share of the budgets above: a 2-core VM's speed
     # can move ~2x for seconds at a time, and a transport measured in one block would get its own share of slow
@@ -119,6 +122,7 @@ CEILINGS = {
 # platform's domain and codec on the bare server, none of its layer). Where it misses, no server of this framework
 # that computes the answer reaches the target here; what is left is the domain's own speed.
 DOMAIN_CEILINGS = {
+    "small_grpc_over_rest_p50": "small_grpc_over_rest_p50_domain_ceiling",
     "throughput_grpc_over_rest": "throughput_grpc_over_rest_domain_ceiling",
     "grpc_server_over_floor": "grpc_domain_floor_over_floor",
     "rest_server_over_floor": "rest_domain_floor_over_floor",
@@ -414,7 +418,6 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
                         return await floor_stub.GetCandles(request, timeout=DEFAULT_BUDGET_S)
 
                     calls[variant] = floor_call
-                grpc_variants += (FLOOR_STUB,)
             # the bars asked for must be what comes back, or the sizes mean nothing (also warms both paths)
             page = await adapter_grpc.get_candles(query)
             page_rest = await adapter_rest.get_candles(query)
@@ -425,26 +428,27 @@ async def _bench(server: ServerProcess, workdir: Path, sizes: tuple[Size, ...], 
                 log(f"  warning: gRPC and REST disagree on the {size.bars} bars (a parity bug; timing goes on)")
 
             by_name = await _measure(size, calls, grpc_variants, log,
-                                     concurrent_only=(DOMAIN_STUB,) if size.floor_stub else ())
+                                     own_server=OWN_SERVER if size.floor_stub else ())
             rows.extend(by_name.values())
     return rows
 
 
 async def _measure(size: Size, calls: dict[str, Call], grpc_variants: tuple[str, ...], log,
-                   concurrent_only: tuple[str, ...] = ()) -> dict[str, Row]:
+                   own_server: tuple[str, ...] = ()) -> dict[str, Row]:
     """Every variant of `size`, sequentially and then with 16 callers, the transports alternating in `size.rounds`
     segments (gRPC's variants interleaved call by call, then REST's, and again), so that a slow spell of the machine
-    falls on both transports alike instead of on one of them. `concurrent_only`: gRPC variants timed with 16 callers
-    alone."""
-    names = [*grpc_variants, *concurrent_only, *size.rest]
-    grpc_variants += concurrent_only  # a gRPC row, with the gRPC budgets; left out of the sequential rounds below
-    by_name = {name: Row(size.label, size.bars, name, "grpc" if name in grpc_variants else "rest") for name in names}
+    falls on both transports alike instead of on one of them. `own_server`: gRPC variants calling a server of their
+    own, timed one at a time in a block each, right after the interleaved gRPC rounds (see OWN_SERVER)."""
+    names = [*grpc_variants, *own_server, *size.rest]
+    by_name = {name: Row(size.label, size.bars, name, "rest" if name in size.rest else "grpc") for name in names}
     t0 = time.perf_counter()
     k = size.rounds
     for segment in range(k):
         lo, hi, cap = _segments(size.grpc_seq, k)
-        await _sequential({n: calls[n] for n in grpc_variants if n not in concurrent_only}, by_name, lo, hi, cap,
+        await _sequential({n: calls[n] for n in grpc_variants}, by_name, lo, hi, cap,
                           warmup=0 if segment else max(3, size.grpc_seq[0] // 20))
+        for name in own_server:  # as many calls as each interleaved variant got, back to back
+            await _sequential({name: calls[name]}, by_name, lo, hi, cap, warmup=OWN_SERVER_WARMUP)
         lo, hi, cap = _segments(size.rest_seq, k)
         await _sequential({n: calls[n] for n in size.rest}, by_name, lo, hi, cap,
                           warmup=0 if segment else size.rest_warmup)
@@ -452,7 +456,7 @@ async def _measure(size: Size, calls: dict[str, Call], grpc_variants: tuple[str,
     for _ in range(k):
         for name in names:
             if name in size.concurrent:
-                max_calls, cap = _segments(size.grpc_conc if name in grpc_variants else size.rest_conc, k)
+                max_calls, cap = _segments(size.rest_conc if name in size.rest else size.grpc_conc, k)
                 await _concurrent(calls[name], by_name[name], max_calls, cap)
     log(f"  {size.label}: sequential {t_seq:.1f} s, 16 callers {time.perf_counter() - t0 - t_seq:.1f} s")
     return by_name
@@ -530,8 +534,11 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
         f"grpc.aio server / adapter->rest, {small_bars} bars",
         _ratio(get(small_bars, FLOOR_STUB, "calls_per_s"), get(small_bars, "adapter -> rest", "calls_per_s")), "x",
         None)
+    add("small_grpc_over_rest_p50_domain_ceiling", f"ceiling with the method's own work: p50 raw stub on a domain "
+        f"server (the platform's domain, none of its layer) / adapter->rest, {small_bars} bars",
+        _ratio(get(small_bars, DOMAIN_STUB, "p50_ms"), get(small_bars, "adapter -> rest", "p50_ms")), "x", None)
     add("throughput_grpc_over_rest_domain_ceiling", f"ceiling with the method's own work: calls/s raw stub on a "
-        f"domain server (the platform's domain, none of its layer) / adapter->rest, {small_bars} bars",
+        f"domain server / adapter->rest, {small_bars} bars",
         _ratio(get(small_bars, DOMAIN_STUB, "calls_per_s"), get(small_bars, "adapter -> rest", "calls_per_s")), "x",
         None)
     sizes = sorted({r.bars for r in rows})
