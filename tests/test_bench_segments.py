@@ -160,22 +160,23 @@ def test_the_domain_floors_split_the_platform_gap_into_its_domain_and_its_own_la
 
 
 def test_a_target_whose_domain_ceiling_misses_is_reported_domain_bound(capsys):
-    """The bare server reaches 4x (the framework allows it), but a server that computes the answer from the platform's
-    domain, with none of its layer, does not: the miss is domain-bound (out of reach with the method's own work), and
-    the report says so."""
+    """The bare server reaches 0.5x (the framework allows it), but a server that computes the answer from the
+    platform's domain, with none of its layer, does not: the miss is domain-bound (out of reach with the method's own
+    work), and the report says so."""
     def row(variant: str, p50: float, rate: float) -> B.Row:
         return B.Row("10", 10, variant, "rest" if "rest" in variant else "grpc", n=100, p50_ms=p50, calls_per_s=rate)
 
     rows = [row(B.BASELINE, 0.80, 2500.0), row("adapter -> grpc", 0.85, 2300.0), row("adapter -> rest", 1.40, 625.0),
-            row(B.FLOOR_STUB, 0.70, 2800.0), row(B.DOMAIN_STUB, 0.78, 2450.0)]
+            row(B.FLOOR_STUB, 0.65, 2800.0), row(B.DOMAIN_STUB, 0.75, 2450.0)]
     ratios = B._ratios(rows, 10)
     by_key = {r["key"]: r for r in ratios}
-    busy = by_key["throughput_grpc_over_rest"]
-    assert busy["pass"] is False and busy["reachable"] is True  # 2800 / 625 = 4.48
-    assert busy["domain_ceiling"] == 2450.0 / 625.0 and busy["reachable_with_domain"] is False  # 3.92
-    assert by_key["small_grpc_over_rest_p50"]["domain_ceiling"] == 0.78 / 1.40
+    small = by_key["small_grpc_over_rest_p50"]
+    assert small["pass"] is False and small["reachable"] is True  # 0.65 / 1.40 = 0.46
+    assert small["domain_ceiling"] == 0.75 / 1.40 and small["reachable_with_domain"] is False  # 0.54
+    # with 16 callers the domain server bounds nothing (measured): no second ceiling for the throughput target
+    assert by_key["throughput_grpc_over_rest"]["domain_ceiling"] is None
     assert by_key["adapter_overhead_pct"]["domain_ceiling"] is None  # no such bound for it
     B._print_tables({"meta": {"small_bars": 10, "wall_s": 1.0, "cpus": 2, "client_loop": "uvloop"}, "rows": [],
                      "ratios": ratios})
     out = capsys.readouterr().out
-    assert "MISS, domain-bound" in out and "3.92x" in out
+    assert "MISS, domain-bound" in out and "0.54x" in out

@@ -94,13 +94,13 @@ async def test_bench_quick_prints_and_writes_the_ratios(tmp_path):
                if r["key"] != "adapter_overhead_pct")  # measured; a pass/fail verdict given
     assert isinstance(targets["adapter_overhead_pct"]["value"], float)  # an overhead may be negative on a noisy run
     assert isinstance(info["adapter_overhead_us"]["value"], float) and info["adapter_overhead_us"]["unit"] == "µs"
-    # the raw stub on a bare grpc.aio server, and on one answering from the platform's domain, measured beside the
-    # adapters: the ceilings of the gRPC/REST targets, without and with the method's own work
-    for server in ("bare", "domain"):
-        floor_row = next(r for r in result["rows"] if r["variant"] == f"grpc raw stub, {server} server")
-        assert floor_row["n"] > 0 and floor_row["calls_per_s"] > 0 and floor_row["transport"] == "grpc"
+    # the raw stub on a bare grpc.aio server, and (one at a time) on one answering from the platform's domain,
+    # measured beside the adapters: the ceilings of the gRPC/REST targets, without and with the method's own work
+    bare, domain = (next(r for r in result["rows"] if r["variant"] == f"grpc raw stub, {server} server")
+                    for server in ("bare", "domain"))
+    assert bare["n"] > 0 and bare["calls_per_s"] > 0 and domain["n"] > 0 and domain["transport"] == "grpc"
     for key in ("small_grpc_over_rest_p50_ceiling", "throughput_grpc_over_rest_ceiling",
-                "small_grpc_over_rest_p50_domain_ceiling", "throughput_grpc_over_rest_domain_ceiling"):
+                "small_grpc_over_rest_p50_domain_ceiling"):
         assert isinstance(info[key]["value"], float) and info[key]["value"] > 0
     # each target with a bound measured in the run carries it, and whether the target is within its reach
     for key, ceiling in bench.CEILINGS.items():

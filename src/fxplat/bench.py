@@ -58,7 +58,10 @@ BASELINE = "grpc raw stub+decode"
 # gRPC path reaches from this client, so its ratios to adapter -> rest bound the two gRPC/REST targets from above.
 FLOOR_STUB = "grpc raw stub, bare server"
 # And against a bare grpc.aio server that answers from the platform's domain (fxplat.floor grpc-domain): the fastest a
-# gRPC path reaches that does the method's own work (decode, domain, encode) and nothing of the platform's layer.
+# gRPC path reaches that does the method's own work (decode, domain, encode) and nothing of the platform's layer. One
+# at a time only: with 16 callers from this one client it made fewer calls/s than the adapter on the platform's server
+# in three runs of three (2,175-2,434 against 2,215-2,900), so there it bounds nothing; the floor rows measure that
+# server's capacity instead.
 DOMAIN_STUB = "grpc raw stub, domain server"
 # Those two call servers of their own. One at a time they are timed in a block of consecutive calls in each gRPC segment
 # (after a few untimed ones), not interleaved with the platform's variants: a server that gets one call in seven runs
@@ -80,7 +83,7 @@ class Size:
     rest_conc: tuple[int, float]
     concurrent: tuple[str, ...]  # the variants that get a 16-caller run
     rest: tuple[str, ...] = REST_VARIANTS  # the REST variants measured at all
-    floor_stub: bool = False  # also time FLOOR_STUB and DOMAIN_STUB (the small call only)
+    floor_stub: bool = False  # also time FLOOR_STUB and (one at a time) DOMAIN_STUB (the small call only)
     rest_warmup: int = 2
     # gRPC and REST alternate in this many segments, each with its share of the budgets above: a 2-core VM's speed
     # can move ~2x for seconds at a time, and a transport measured in one block would get its own share of slow
@@ -93,15 +96,15 @@ ADAPTERS = (BASELINE, "adapter -> grpc", "adapter -> rest")
 FULL_SIZES = (
     # The small call carries the adapter-overhead target, a few points between two p50s: ~1,500 rounds (10 s) keep
     # its sampling noise near a point; 4 s (~550 rounds) let one of three runs land 2-3 points off the others.
-    Size("10", 10, (400, 2000, 10.0), (200, 1000, 3.0), (1600, 1.5), (960, 2.0), (*ALL, FLOOR_STUB, DOMAIN_STUB),
-         rounds=8, floor_stub=True),
+    Size("10", 10, (400, 2000, 10.0), (200, 1000, 3.0), (1600, 1.5), (960, 2.0), (*ALL, FLOOR_STUB), rounds=8,
+         floor_stub=True),
     Size("1k", 1_000, (150, 1000, 2.0), (40, 200, 2.5), (1600, 1.0), (160, 2.5), ADAPTERS, rounds=2),
     Size("10k", 10_000, (50, 400, 2.0), (8, 40, 3.0), (480, 1.0), (32, 1.5), ADAPTERS, rounds=2),
     Size("100k", 100_000, (15, 100, 2.5), (3, 3, 1.0), (64, 1.5), (16, 0.0), ADAPTERS, rest_warmup=0),
 )
 QUICK_SIZES = (
     Size("10", 10, (150, 600, 1.0), (60, 300, 0.8), (480, 0.4), (160, 0.6),
-         ("adapter -> grpc", "adapter -> rest", FLOOR_STUB, DOMAIN_STUB), rounds=2, floor_stub=True),
+         ("adapter -> grpc", "adapter -> rest", FLOOR_STUB), rounds=2, floor_stub=True),
     Size("1k", 1_000, (30, 200, 0.4), (8, 40, 0.4), (160, 0.3), (32, 0.5), ("adapter -> grpc", "adapter -> rest")),
     Size("10k", 10_000, (10, 60, 0.4), (2, 10, 0.5), (64, 0.3), (0, 0.0), ("adapter -> grpc",), rest_warmup=0),
     Size("100k", 100_000, (4, 15, 0.5), (1, 1, 0.0), (16, 0.3), (0, 0.0), ("adapter -> grpc",),
@@ -123,7 +126,6 @@ CEILINGS = {
 # that computes the answer reaches the target here; what is left is the domain's own speed.
 DOMAIN_CEILINGS = {
     "small_grpc_over_rest_p50": "small_grpc_over_rest_p50_domain_ceiling",
-    "throughput_grpc_over_rest": "throughput_grpc_over_rest_domain_ceiling",
     "grpc_server_over_floor": "grpc_domain_floor_over_floor",
     "rest_server_over_floor": "rest_domain_floor_over_floor",
 }
@@ -537,10 +539,6 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
     add("small_grpc_over_rest_p50_domain_ceiling", f"ceiling with the method's own work: p50 raw stub on a domain "
         f"server (the platform's domain, none of its layer) / adapter->rest, {small_bars} bars",
         _ratio(get(small_bars, DOMAIN_STUB, "p50_ms"), get(small_bars, "adapter -> rest", "p50_ms")), "x", None)
-    add("throughput_grpc_over_rest_domain_ceiling", f"ceiling with the method's own work: calls/s raw stub on a "
-        f"domain server / adapter->rest, {small_bars} bars",
-        _ratio(get(small_bars, DOMAIN_STUB, "calls_per_s"), get(small_bars, "adapter -> rest", "calls_per_s")), "x",
-        None)
     sizes = sorted({r.bars for r in rows})
     for bars in sizes:
         small = bars == small_bars
