@@ -571,56 +571,50 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
             (">=", TARGETS["throughput_grpc_over_rest"]) if small else None)
 
     floor = {(r["transport"], r["server"]): r for r in floor_rows}
-    for transport, label in (("grpc", "bare grpc.aio"), ("rest", "bare FastAPI/uvicorn")):
-        plat, bare = floor.get((transport, "platform")), floor.get((transport, "floor"))
-        if plat is None or bare is None:
+    labels = {"grpc": {"floor": "bare grpc.aio floor", "route": "grpc.aio codec floor", "domain": "grpc domain floor",
+                       "platform": "grpc server"},
+              "rest": {"floor": "bare FastAPI/uvicorn floor", "route": "FastAPI route floor",
+                       "domain": "rest domain floor", "platform": "rest server"}}
+
+    def compare(transport: str, a: str, b: str, meaning: str, target: tuple[str, float] | None = None) -> None:
+        """Floor row `a` against row `b`: 16-caller calls/s a/b, and server CPU per call b/a (the share of b's
+        capacity that a reaches, load-independent). Keys: <transport>_<a>_over_<b>, <transport>_<a>_cpu_<b>_share."""
+        ra, rb = floor[(transport, a)], floor[(transport, b)]
+        ka, kb = (_FLOOR_KEYS[who] for who in (a, b))
+        la, lb = (labels[transport][who] for who in (a, b))
+        add(f"{transport}_{ka}_over_{kb}", f"16-caller calls/s, {la} / {lb}: {meaning}",
+            _ratio(ra["calls_per_s"], rb["calls_per_s"]), "x", target)
+        add(f"{transport}_{ka}_cpu_{kb}_share", f"server CPU per call, {lb} / {la}",
+            _ratio(rb["server_cpu_us_per_call"], ra["server_cpu_us_per_call"]), "x", None)
+
+    for transport in ("grpc", "rest"):
+        if not all((transport, who) in floor for who in ("floor", "platform")):
             continue
-        add(f"{transport}_server_over_floor",
-            f"16-caller calls/s, {transport} server with auth, metrics, logs / {label} floor, {small_bars} bars",
-            _ratio(plat["calls_per_s"], bare["calls_per_s"]), "x", (">=", TARGETS[f"{transport}_server_over_floor"]))
-        add(f"{transport}_server_cpu_floor_share",
-            f"server CPU per call, {label} floor / {transport} server (the capacity share, load-independent)",
-            _ratio(bare["server_cpu_us_per_call"], plat["server_cpu_us_per_call"]), "x", None)
-        add(f"{transport}_server_over_floor_p50", f"sequential p50, {transport} server / {label} floor",
-            _ratio(plat["seq_p50_ms"], bare["seq_p50_ms"]), "x", None)
-    for transport, label, route_label in (("grpc", "bare grpc.aio", "grpc.aio codec"),
-                                          ("rest", "bare FastAPI", "FastAPI route")):
+        compare(transport, "platform", "floor", f"auth, metrics and logs on, {small_bars} bars",
+                (">=", TARGETS[f"{transport}_server_over_floor"]))
+        plat, bare = floor[(transport, "platform")], floor[(transport, "floor")]
+        add(f"{transport}_server_over_floor_p50", f"sequential p50, {labels[transport]['platform']} / "
+            f"{labels[transport]['floor']}", _ratio(plat["seq_p50_ms"], bare["seq_p50_ms"]), "x", None)
+    for transport in ("grpc", "rest"):
+        if not all((transport, who) in floor for who in ("floor", "route", "platform")):
+            continue
         # The framework alone serving the platform's method: the ceiling any platform method served by it reaches
         # against the bare floor, and what the platform's own layer and domain cost on top of it.
-        route, plat, bare = (floor.get((transport, who)) for who in ("route", "platform", "floor"))
-        if route is None or plat is None or bare is None:
+        compare(transport, "route", "floor", f"the platform's method as declared, nothing else; the ceiling for "
+                f"{transport}_server_over_floor")
+        compare(transport, "platform", "route", "the platform's own layer and domain")
+    for transport in ("grpc", "rest"):
+        if not all((transport, who) in floor for who in ("floor", "route", "domain", "platform")):
             continue
-        add(f"{transport}_route_floor_over_floor", f"16-caller calls/s, {route_label} floor (the platform's method "
-            f"as declared, nothing else) / {label} floor: the ceiling for {transport}_server_over_floor",
-            _ratio(route["calls_per_s"], bare["calls_per_s"]), "x", None)
-        add(f"{transport}_route_floor_cpu_floor_share", f"server CPU per call, {label} floor / {route_label} floor",
-            _ratio(bare["server_cpu_us_per_call"], route["server_cpu_us_per_call"]), "x", None)
-        add(f"{transport}_server_over_route_floor", f"16-caller calls/s, {transport} server / {route_label} floor "
-            "(the platform's own layer and domain)", _ratio(plat["calls_per_s"], route["calls_per_s"]), "x", None)
-        add(f"{transport}_server_cpu_route_floor_share",
-            f"server CPU per call, {route_label} floor / {transport} server",
-            _ratio(route["server_cpu_us_per_call"], plat["server_cpu_us_per_call"]), "x", None)
-    for transport, route_label in (("grpc", "grpc.aio codec"), ("rest", "FastAPI route")):
         # The domain floors split what is left over the route floor: the method over the platform's domain (the
         # domain's call and its encoding), then the platform's own per-call layer alone.
-        route, dom, plat, bare = (floor.get((transport, who)) for who in ("route", "domain", "platform", "floor"))
-        if route is None or dom is None or plat is None or bare is None:
-            continue
-        add(f"{transport}_domain_floor_over_floor", f"16-caller calls/s, {transport} domain floor / bare floor: the "
-            f"ceiling for {transport}_server_over_floor with the method's own work",
-            _ratio(dom["calls_per_s"], bare["calls_per_s"]), "x", None)
-        add(f"{transport}_domain_floor_over_route_floor", f"16-caller calls/s, {transport} domain floor (the method "
-            f"over the platform's domain, no per-call layer) / {route_label} floor: the domain's share",
-            _ratio(dom["calls_per_s"], route["calls_per_s"]), "x", None)
-        add(f"{transport}_domain_floor_cpu_route_floor_share",
-            f"server CPU per call, {route_label} floor / {transport} domain floor",
-            _ratio(route["server_cpu_us_per_call"], dom["server_cpu_us_per_call"]), "x", None)
-        add(f"{transport}_server_over_domain_floor", f"16-caller calls/s, {transport} server / {transport} domain "
-            "floor: the platform's own per-call layer (auth, metrics, logs, request ids, deadlines, limits)",
-            _ratio(plat["calls_per_s"], dom["calls_per_s"]), "x", None)
-        add(f"{transport}_server_cpu_domain_floor_share",
-            f"server CPU per call, {transport} domain floor / {transport} server",
-            _ratio(dom["server_cpu_us_per_call"], plat["server_cpu_us_per_call"]), "x", None)
+        compare(transport, "domain", "floor", f"the ceiling for {transport}_server_over_floor with the method's own "
+                "work")
+        compare(transport, "domain", "route", "the domain's share (the method over the platform's domain, no "
+                "per-call layer)")
+        compare(transport, "platform", "domain", "the platform's own per-call layer (auth, metrics, logs, request "
+                "ids, deadlines, limits)")
+        plat, dom = floor[(transport, "platform")], floor[(transport, "domain")]
         if plat["server_cpu_us_per_call"] is not None and dom["server_cpu_us_per_call"] is not None:
             add(f"{transport}_layer_cpu_us", f"server CPU per call of the platform's own layer on {transport}: "
                 "fxplat minus domain floor", plat["server_cpu_us_per_call"] - dom["server_cpu_us_per_call"], "µs",
@@ -642,6 +636,10 @@ def _ratios(rows: list[Row], small_bars: int, floor_rows: list[dict] = (), fanou
             entry["domain_ceiling"] = ceiling
             entry["reachable_with_domain"] = _meets(ceiling, bounds[entry["key"]])
     return targets + info
+
+
+# A floor row's server in the ratio keys: floor "platform" is the platform's "server", "route" its "route_floor"...
+_FLOOR_KEYS = {"floor": "floor", "route": "route_floor", "domain": "domain_floor", "platform": "server"}
 
 
 def _meets(value: float | None, target: tuple[str, float]) -> bool | None:
