@@ -28,6 +28,7 @@ from adapters.connect import connect
 from adapters.core import last_call
 from adapters.flags import Flags
 from fxplat.catalog import BuildContext, build_host
+from transport.client_factory import ClientFactory
 from transport.config import Endpoint
 from fxplat.runner import start_services
 from services.analysis_coordinator.models import AnalysisRequest
@@ -224,7 +225,7 @@ async def test_call_lines_without_tracing_have_an_empty_trace_id(market_host, fa
     assert line["trace_id"] == "" and len(line["request_id"]) == 32  # the server made one up
 
 
-async def test_unexpected_errors_are_logged_with_the_request_id_on_both_transports(factory, call_lines):
+async def test_unexpected_errors_are_logged_with_the_request_id_on_both_transports(tokens, call_lines):
     full_name = "forex.obsboom.v1.BoomService"  # a generic handler: no .proto needed
 
     async def boom(_=None):
@@ -238,6 +239,9 @@ async def test_unexpected_errors_are_logged_with_the_request_id_on_both_transpor
     host = await ServiceHost("obsboom", LOOPBACK, app,
                              service_handler(full_name, [GrpcMethod("Boom", wrappers_pb2.StringValue, boom)]),
                              full_name).start()
+    # A factory of this test's own: the session's may hold a channel to this port from an earlier test's server,
+    # still in reconnect backoff, which fails the call fast (UNAVAILABLE) instead of reaching this server.
+    factory = ClientFactory(token_source=tokens)
     stub = factory.channel(host.grpc_target).unary_unary(
         f"/{full_name}/Boom", request_serializer=wrappers_pb2.StringValue.SerializeToString,
         response_deserializer=wrappers_pb2.StringValue.FromString)
@@ -249,6 +253,7 @@ async def test_unexpected_errors_are_logged_with_the_request_id_on_both_transpor
             await rest_client.call(factory.http(host.rest_url), "POST", "/v1/boom")
     finally:
         context.request_id.reset(token)
+        await factory.close()
         await host.stop(grace=0)
 
     lines = call_lines()
