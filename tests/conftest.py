@@ -6,6 +6,7 @@ service checks tokens, and `factory` (which the services share for their own cal
 from __future__ import annotations
 
 import secrets
+import socket
 
 import pytest
 
@@ -50,6 +51,43 @@ async def factory(tokens):
     f = ClientFactory(token_source=tokens)
     yield f
     await f.close()
+
+
+def _nothing_listens(target: str) -> bool:
+    """A loopback host:port where a TCP connect is refused now (other targets: False, left alone)."""
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or not (host.startswith("127.") or host in ("::1", "localhost")):
+        return False
+    try:
+        socket.create_connection((host, int(port)), timeout=0.5).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _no_channels_to_stopped_servers(request):
+    """Before and after each test that uses the session's `factory`: forget its channels to loopback ports where no
+    server listens any more. Such a channel keeps reconnecting with backoff (up to 3 s), and a later test's server
+    that gets the same port from the kernel would meet it in backoff: its first calls fail fast with the old
+    server's "connection refused" (stop 27's CI failure). A forgotten channel is closed when nothing holds it any
+    more (grpc.aio closes it on collection); this fixture is not async, so it leaves the event loop of the session's
+    sync fixtures alone."""
+    if "factory" not in request.fixturenames:
+        yield
+        return
+    shared = request.getfixturevalue("factory")
+
+    def forget() -> None:
+        for key in [k for k in shared._channels if _nothing_listens(k[0])]:
+            del shared._channels[key]
+
+    forget()
+    yield
+    forget()
 
 
 @pytest.fixture(scope="session")
