@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 import socket
 
+import grpc
 import pytest
 
 from adapters.connect import KITS
@@ -71,9 +72,11 @@ def _nothing_listens(target: str) -> bool:
 @pytest.fixture(autouse=True)
 def _no_channels_to_stopped_servers(request):
     """Before and after each test that uses the session's `factory`: forget its channels to loopback ports where no
-    server listens any more. Such a channel keeps reconnecting with backoff (up to 3 s), and a later test's server
-    that gets the same port from the kernel would meet it in backoff: its first calls fail fast with the old
-    server's "connection refused" (stop 27's CI failure). A forgotten channel is closed when nothing holds it any
+    server listens any more, and those in backoff after a failed connect (a server stopped, another may listen on the
+    port by now). Such a channel keeps reconnecting with backoff (up to 3 s), and a later test's server that gets
+    the same port from the kernel would meet it in backoff: its first calls fail fast with the old server's
+    "connection refused" (stop 27's CI failure). A module-scoped client made before this runs keeps what it took
+    (tests/test_error_table.py takes a factory of its own). A forgotten channel is closed when nothing holds it any
     more (grpc.aio closes it on collection); this fixture is not async, so it leaves the event loop of the session's
     sync fixtures alone."""
     if "factory" not in request.fixturenames:
@@ -82,7 +85,8 @@ def _no_channels_to_stopped_servers(request):
     shared = request.getfixturevalue("factory")
 
     def forget() -> None:
-        for key in [k for k in shared._channels if _nothing_listens(k[0])]:
+        for key in [k for k, channel in shared._channels.items()
+                    if channel.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE or _nothing_listens(k[0])]:
             del shared._channels[key]
 
     forget()
