@@ -6,7 +6,6 @@ service checks tokens, and `factory` (which the services share for their own cal
 from __future__ import annotations
 
 import secrets
-import socket
 
 import grpc
 import pytest
@@ -54,31 +53,17 @@ async def factory(tokens):
     await f.close()
 
 
-def _nothing_listens(target: str) -> bool:
-    """A loopback host:port where a TCP connect is refused now (other targets: False, left alone)."""
-    host, _, port = target.rpartition(":")
-    host = host.strip("[]")
-    if not port.isdigit() or not (host.startswith("127.") or host in ("::1", "localhost")):
-        return False
-    try:
-        socket.create_connection((host, int(port)), timeout=0.5).close()
-        return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(autouse=True)
-def _no_channels_to_stopped_servers(request):
-    """Before and after each test that uses the session's `factory`: forget its channels to loopback ports where no
-    server listens any more, and those in backoff after a failed connect (a server stopped, another may listen on the
-    port by now). Such a channel keeps reconnecting with backoff (up to 3 s), and a later test's server that gets
-    the same port from the kernel would meet it in backoff: its first calls fail fast with the old server's
-    "connection refused" (stop 27's CI failure). A module-scoped client made before this runs keeps what it took
+def _no_channels_in_backoff(request):
+    """Before and after each test that uses the session's `factory`: forget its channels in TRANSIENT_FAILURE.
+
+    Such a channel failed to reach a server that has stopped, and retries with backoff (up to 3 s). A later test's
+    server that gets the same port from the kernel would meet it in backoff: its first calls fail at once with the
+    old server's "connection refused" (stop 27's CI failure). An idle channel to a stopped server is harmless: it
+    connects on its next call. A module-scoped client made before this runs keeps what it took
     (tests/test_error_table.py takes a factory of its own). A forgotten channel is closed when nothing holds it any
-    more (grpc.aio closes it on collection); this fixture is not async, so it leaves the event loop of the session's
-    sync fixtures alone."""
+    more (grpc.aio closes it on collection). Not async, so the session's sync fixtures keep their event loop; no
+    probing connects, whose client ports in TIME_WAIT could take a port a test has just picked for a child server."""
     if "factory" not in request.fixturenames:
         yield
         return
@@ -86,7 +71,7 @@ def _no_channels_to_stopped_servers(request):
 
     def forget() -> None:
         for key in [k for k, channel in shared._channels.items()
-                    if channel.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE or _nothing_listens(k[0])]:
+                    if channel.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE]:
             del shared._channels[key]
 
     forget()
